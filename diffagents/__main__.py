@@ -1,0 +1,5 @@
+import sys
+
+from diffagents.cli import main
+
+sys.exit(main())

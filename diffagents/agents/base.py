@@ -1,0 +1,431 @@
+"""The offline agent base: an SB3 ``BaseAlgorithm`` whose ``learn()`` takes gradient steps on a Minari dataset.
+
+Conventions (integration.md Sec. 1.2): one timestep = one gradient step, so ``total_timesteps``, LR schedules,
+``EvalCallback(eval_freq=...)`` and ``CheckpointCallback(save_freq=...)`` all count gradient steps. The env is only
+used for spaces and by evaluation callbacks; it is never stepped. ``save``/``load`` use
+:mod:`diffagents.persistence` (JSON + safetensors), never pickle.
+
+A concrete agent (one file per paper) provides a config dataclass and implements:
+
+* ``_build(obs_dim, act_dim) -> dict[str, nn.Module]`` (networks, all saved),
+* ``_make_updaters() -> dict[str, Updater]``,
+* ``_train_step(batch) -> dict[str, Tensor]`` (one gradient step, statistics as device tensors),
+* ``_act(obs, state, episode_start, deterministic) -> (actions in [-1, 1], state)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback, ProgressBarCallback
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.utils import configure_logger
+from torch import nn
+
+from diffagents import __version__
+from diffagents.agents.config import AgentConfig
+from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
+from diffagents.spaces import space_from_dict, space_to_dict, spaces_equal
+from diffagents.training import EMA, Updater, autocast, check_finite, make_lr_schedule
+
+
+class ModuleBundle(BasePolicy):
+    """The agent's networks as one SB3 ``BasePolicy`` (so ``set_training_mode``/``get_parameters`` work)."""
+
+    def __init__(self, observation_space: spaces.Space[Any], action_space: spaces.Space[Any],
+                 modules: dict[str, nn.Module]) -> None:
+        super().__init__(observation_space, action_space)
+        self.nets = nn.ModuleDict(modules)
+
+    def _predict(self, observation: Any, deterministic: bool = False) -> torch.Tensor:
+        raise RuntimeError("call agent.predict(); the bundle only holds the networks")
+
+
+class GradientStepProgressBar(ProgressBarCallback):
+    """SB3's progress bar, advancing one tick per gradient step whatever the number of envs."""
+
+    def _on_step(self) -> bool:
+        self.pbar.update(1)
+        return True
+
+
+class OfflineAgent(BaseAlgorithm):
+    """Base of every offline diffusion agent. See the module docstring for the subclass contract.
+
+    Args:
+        env: a Gymnasium env, env id or VecEnv (for spaces and evaluation callbacks), or None.
+        dataset: a Minari dataset, its id or a local path; None when loading or training later via
+            :meth:`set_dataset`.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        seed: RNG seed (Python, NumPy, torch, action space).
+        verbose: 0 quiet, 1 log to stdout.
+        tensorboard_log: TensorBoard log folder.
+        **hyperparameters: fields of the agent's config dataclass.
+    """
+
+    config_class: ClassVar[type[AgentConfig]] = AgentConfig
+    policy: ModuleBundle
+
+    def __init__(self, env: Any = None, dataset: Any = None, *, device: torch.device | str = "auto",
+                 seed: int | None = None, verbose: int = 0, tensorboard_log: str | None = None,
+                 _init_setup_model: bool = True, _spaces: tuple[Any, Any] | None = None,
+                 **hyperparameters: Any) -> None:
+        import dataclasses
+
+        fields = {f.name for f in dataclasses.fields(self.config_class)}
+        unknown = sorted(set(hyperparameters) - fields)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown hyperparameters {unknown}; expected some of "
+                             f"{sorted(fields)}")
+        self.config = self.config_class(**hyperparameters)
+        from diffagents.data import ObsFlattener, load_dataset
+
+        self.dataset = load_dataset(dataset) if dataset is not None else None
+        if env is None and self.dataset is None and _spaces is None:
+            raise ValueError("env/dataset: at least one of env or dataset is needed to know the spaces, got neither")
+        super().__init__(
+            policy=ModuleBundle, env=env, learning_rate=make_lr_schedule(self.config.learning_rate,
+                                                                         self.config.lr_schedule),
+            tensorboard_log=tensorboard_log, verbose=verbose, device=device, support_multi_env=True, seed=seed,
+            supported_action_spaces=(spaces.Box,),
+        )
+        raw_obs_space, action_space = self._resolve_spaces(_spaces)
+        self.observation_space = raw_obs_space
+        self.action_space = action_space
+        self.flattener = ObsFlattener.from_space(raw_obs_space)
+        self.obs_dim = int(np.prod(self.flattener.flat_space.shape))
+        self.act_dim = int(np.prod(action_space.shape))
+        self._transitions: Any = None
+        self._sampler: Any = None
+        self.normalizers: dict[str, Any] = {}
+        self.ema: EMA | None = None
+        self.updaters: dict[str, Updater] = {}
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------------ spaces and data
+    def _resolve_spaces(self, given: tuple[Any, Any] | None) -> tuple[spaces.Space[Any], spaces.Box]:
+        env_spaces = None
+        if self.env is not None:
+            env_spaces = (self.env.observation_space, self.env.action_space)
+        data_spaces = None
+        if self.dataset is not None:
+            data_spaces = (self.dataset.observation_space, self.dataset.action_space)
+        for name, cand in (("checkpoint", given), ("dataset", data_spaces)):
+            if cand is not None and env_spaces is not None:
+                for label, a, b in (("observation_space", cand[0], env_spaces[0]),
+                                    ("action_space", cand[1], env_spaces[1])):
+                    if not spaces_equal(a, b):
+                        raise ValueError(f"{label}: the env has {b} but the {name} has {a}")
+        obs_space, act_space = env_spaces or given or data_spaces  # type: ignore[misc]
+        if not isinstance(act_space, spaces.Box):
+            raise TypeError(f"action_space: {type(self).__name__} needs a Box action space, got {act_space}")
+        return obs_space, act_space
+
+    def set_dataset(self, dataset: Any) -> None:
+        """Attach (or replace) the training data; normalizers are fitted only if not already fitted/loaded."""
+        from diffagents.data import load_dataset
+
+        ds = load_dataset(dataset)
+        for label, a, b in (("observation_space", ds.observation_space, self.observation_space),
+                            ("action_space", ds.action_space, self.action_space)):
+            if not spaces_equal(a, b):
+                raise ValueError(f"{label}: the agent was built for {b} but the dataset has {a}")
+        self.dataset = ds
+        self._attach_data()
+
+    def _attach_data(self) -> None:
+        from diffagents.data import TensorSampler
+
+        arrays = self._dataset_arrays()
+        if "obs" not in self.normalizers:
+            self.normalizers["obs"] = self._fit_obs_normalizer(arrays["obs"])
+        self._sampler = TensorSampler(self._preprocess_arrays(arrays), device=self.device)
+
+    def _dataset_arrays(self) -> dict[str, np.ndarray]:
+        """Transition arrays from the dataset (override for window-based agents)."""
+        from diffagents.data import to_transitions
+
+        tr = to_transitions(self.dataset, flattener=self.flattener)
+        self._transitions = tr
+        return {
+            "obs": tr.observations, "action": tr.actions, "reward": tr.rewards.astype(np.float32),
+            "next_obs": tr.next_observations, "terminated": tr.terminations.astype(np.float32),
+        }
+
+    def _fit_obs_normalizer(self, obs: np.ndarray) -> Any:
+        from diffagents.data import make_normalizer
+
+        kind = self.config.obs_normalization
+        return None if kind == "none" else make_normalizer(kind).fit(obs)
+
+    def _preprocess_arrays(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Normalise observations and scale actions to [-1, 1] once, before the data goes to the device."""
+        out = dict(arrays)
+        for key in ("obs", "next_obs"):
+            if key in out:
+                out[key] = self._norm_obs_np(out[key])
+        if "action" in out:
+            out["action"] = self.scale_action(out["action"])
+        return out
+
+    def _norm_obs_np(self, obs: np.ndarray) -> np.ndarray:
+        norm = self.normalizers.get("obs")
+        return np.asarray(norm.normalize(obs) if norm is not None else obs, dtype=np.float32)
+
+    # ------------------------------------------------------------------ action scaling
+    def scale_action(self, action: np.ndarray) -> np.ndarray:
+        """Env-space actions -> [-1, 1] using the action space bounds (clipped)."""
+        low, high = self.action_space.low, self.action_space.high
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise ValueError(f"action_space: bounded Box needed for action scaling, got {self.action_space}")
+        scaled = 2.0 * (np.asarray(action, dtype=np.float64) - low) / (high - low) - 1.0
+        return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+
+    def unscale_action(self, scaled: np.ndarray) -> np.ndarray:
+        low, high = self.action_space.low, self.action_space.high
+        return (low + (np.clip(scaled, -1.0, 1.0) + 1.0) * 0.5 * (high - low)).astype(self.action_space.dtype)
+
+    # ------------------------------------------------------------------ model
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        modules = self._build(self.obs_dim, self.act_dim)
+        self.policy = ModuleBundle(self.observation_space, self.action_space, modules).to(self.device)
+        self.updaters = self._make_updaters()
+        if self.dataset is not None:
+            self._attach_data()
+
+    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def _make_updaters(self) -> dict[str, Updater]:
+        raise NotImplementedError
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+             ) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    @property
+    def nets(self) -> nn.ModuleDict:
+        return self.policy.nets
+
+    # ------------------------------------------------------------------ learn
+    def _setup_learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True,
+                     tb_log_name: str = "run", progress_bar: bool = False) -> tuple[int, BaseCallback]:
+        """SB3's set-up without resetting the env (offline training never steps it)."""
+        self.start_time = time.time_ns()
+        if self.ep_info_buffer is None or reset_num_timesteps:
+            self.ep_info_buffer = deque(maxlen=self._stats_window_size)
+            self.ep_success_buffer = deque(maxlen=self._stats_window_size)
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+            self._episode_num = 0
+        else:
+            total_timesteps += self.num_timesteps
+        self._total_timesteps = total_timesteps
+        self._num_timesteps_at_start = self.num_timesteps
+        if not self._custom_logger:
+            self._logger = configure_logger(self.verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps)
+        if isinstance(callback, list):
+            callback = CallbackList(callback)
+        if not isinstance(callback, BaseCallback):
+            callback = ConvertCallback(callback)
+        if progress_bar:
+            callback = CallbackList([callback, GradientStepProgressBar()])
+        callback.init_callback(self)
+        return total_timesteps, callback
+
+    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1000,  # type: ignore[override]
+              tb_log_name: str | None = None, reset_num_timesteps: bool = True,
+              progress_bar: bool = False) -> OfflineAgent:
+        """Take ``total_timesteps`` gradient steps on the dataset (SB3 callbacks run after every step)."""
+        if self._sampler is None:
+            raise RuntimeError(f"{type(self).__name__}.learn: no dataset attached; pass dataset= or call "
+                               "set_dataset() first")
+        if total_timesteps < 0:
+            raise ValueError(f"total_timesteps: expected >= 0, got {total_timesteps}")
+        total_timesteps, cb = self._setup_learn(total_timesteps, callback, reset_num_timesteps,
+                                                tb_log_name or type(self).__name__, progress_bar)
+        cb.on_training_start(locals(), globals())
+        self.policy.set_training_mode(True)
+        stats: dict[str, torch.Tensor] = {}
+        t0 = time.perf_counter()
+        while self.num_timesteps < total_timesteps:
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            self._update_learning_rate([u.optimizer for u in self.updaters.values()])
+            batch = self._sampler.sample(self.config.batch_size)
+            with autocast(self.device, self.config.precision):
+                stats = self._train_step(batch)
+            self.num_timesteps += 1
+            self._n_updates += 1
+            if log_interval and self.num_timesteps % log_interval == 0:
+                self._log(stats, t0)
+            cb.update_locals(locals())
+            if not cb.on_step():
+                break
+            self.policy.set_training_mode(True)  # evaluation callbacks switch to eval mode
+        if stats and not (log_interval and self.num_timesteps % log_interval == 0):
+            check_finite(stats, self.num_timesteps)
+        cb.on_training_end()
+        self.policy.set_training_mode(False)
+        return self
+
+    def _log(self, stats: dict[str, torch.Tensor], t0: float) -> None:
+        values = check_finite(stats, self.num_timesteps)
+        for key, value in values.items():
+            self.logger.record(f"train/{key}", value)
+        steps = self.num_timesteps - self._num_timesteps_at_start
+        self.logger.record("train/n_updates", self._n_updates)
+        self.logger.record("time/grad_steps_per_s", steps / max(time.perf_counter() - t0, 1e-9))
+        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        self.logger.dump(step=self.num_timesteps)
+
+    # ------------------------------------------------------------------ predict
+    def _prepare_obs(self, observation: Any) -> tuple[torch.Tensor, bool]:
+        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
+            raise ValueError("observation: got a (obs, info) tuple; pass only obs from env.reset()")
+        flat = np.asarray(self.flattener(observation), dtype=np.float32)
+        if flat.ndim == 1:
+            vectorized = False
+            flat = flat[None]
+        elif flat.ndim == 2:
+            vectorized = True
+        else:
+            raise ValueError(f"observation: expected shape ({self.obs_dim},) or (n_envs, {self.obs_dim}) after "
+                             f"flattening, got {flat.shape}")
+        if flat.shape[1] != self.obs_dim:
+            raise ValueError(f"observation: expected {self.obs_dim} features per observation (space "
+                             f"{self.observation_space}), got shape {flat.shape}")
+        if not np.all(np.isfinite(flat)):
+            raise ValueError("observation: contains NaN or Inf values")
+        flat = self._norm_obs_np(flat)
+        return torch.as_tensor(flat, device=self.device), vectorized
+
+    def predict(self, observation: Any, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        """SB3 ``predict``: single or batched (VecEnv) observations -> env-space actions and the next state."""
+        obs, vectorized = self._prepare_obs(observation)
+        self.policy.set_training_mode(False)
+        with torch.no_grad(), autocast(self.device, self.config.precision):
+            actions, state = self._act(obs, state, episode_start, deterministic)
+        act = self.unscale_action(actions.float().cpu().numpy()).reshape((-1, *self.action_space.shape))
+        return (act if vectorized else act[0]), state
+
+    def eval_generator(self) -> torch.Generator:
+        """A generator seeded with ``config.eval_seed`` for deterministic action sampling."""
+        return torch.Generator(device=self.device).manual_seed(self.config.eval_seed)
+
+    # ------------------------------------------------------------------ persistence
+    def _checkpoint(self) -> Checkpoint:
+        arrays: dict[str, np.ndarray] = {}
+        norm_meta: dict[str, Any] = {}
+        for name, norm in self.normalizers.items():
+            if norm is None:
+                continue
+            scalars = {}
+            for key, value in norm.state_dict().items():
+                if isinstance(value, np.ndarray):
+                    arrays[f"normalizer/{name}/{key}"] = value
+                else:
+                    scalars[key] = value
+            norm_meta[name] = {"class": type(norm).__name__, "scalars": scalars}
+        weights = {name: m.state_dict() for name, m in self.nets.items()}
+        if self.ema is not None:
+            weights["ema"] = self.ema.model.state_dict()
+        optim = {name: u.state_dict() for name, u in self.updaters.items()}
+        meta = {
+            "algo": type(self).__name__,
+            "diffagents_version": __version__,
+            "config": self.config.to_dict(),
+            "observation_space": space_to_dict(self.observation_space),
+            "action_space": space_to_dict(self.action_space),
+            "flattener": self.flattener.to_dict(),
+            "normalizers": norm_meta,
+            "num_timesteps": int(self.num_timesteps),
+            "n_updates": int(self._n_updates),
+            "ema_num_updates": self.ema.num_updates if self.ema is not None else 0,
+            "extra": self._extra_state(),
+        }
+        return Checkpoint(meta=meta, weights=weights, arrays=arrays, optimizers=optim)
+
+    def _extra_state(self) -> dict[str, Any]:
+        """JSON-able agent-specific state to save (override)."""
+        return {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore what :meth:`_extra_state` saved (override)."""
+
+    def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:  # type: ignore[override]
+        """Atomically write a pickle-free checkpoint (``.zip`` is appended if ``path`` has no suffix)."""
+        save_checkpoint(path, self._checkpoint())
+
+    @classmethod
+    def load(cls, path: Any, env: Any = None, device: torch.device | str = "auto",  # type: ignore[override]
+             dataset: Any = None, custom_objects: Any = None, print_system_info: bool = False,
+             force_reset: bool = True, **kwargs: Any) -> OfflineAgent:
+        """Rebuild an agent from a checkpoint written by :meth:`save`; never unpickles.
+
+        Raises:
+            CheckpointError: the file is corrupt, of another algorithm, or does not match ``env``'s spaces.
+        """
+        ckpt = read_checkpoint(path)
+        algo = ckpt.meta.get("algo")
+        if cls is not OfflineAgent and algo != cls.__name__:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds a {algo} agent, not a {cls.__name__}")
+        target: type[OfflineAgent] = cls
+        if cls is OfflineAgent:
+            from diffagents.agents import get_agent_class
+
+            target = get_agent_class(str(algo))
+        try:
+            obs_space = space_from_dict(ckpt.meta["observation_space"])
+            act_space = space_from_dict(ckpt.meta["action_space"])
+            config = target.config_class.from_dict(ckpt.meta["config"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r}: invalid metadata: {exc}") from exc
+        try:
+            agent = target(env=env, dataset=None, device=device, _spaces=(obs_space, act_space),
+                           _init_setup_model=True, **config.to_dict())
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r} does not match the env: {exc}") from exc
+        agent._restore(ckpt, str(path))
+        if dataset is not None:
+            agent.set_dataset(dataset)
+        return agent
+
+    def _restore(self, ckpt: Checkpoint, where: str) -> None:
+        from diffagents import data
+
+
+        try:
+            for name, module in self.nets.items():
+                module.load_state_dict(ckpt.weights[name])
+            if self.ema is not None:
+                self.ema.model.load_state_dict(ckpt.weights["ema"])
+                self.ema.num_updates = int(ckpt.meta.get("ema_num_updates", 0))
+            for name, upd in self.updaters.items():
+                if name in ckpt.optimizers:
+                    upd.load_state_dict(ckpt.optimizers[name])
+            self.flattener = data.ObsFlattener.from_dict(ckpt.meta["flattener"])
+            for name, info in ckpt.meta.get("normalizers", {}).items():
+                prefix = f"normalizer/{name}/"
+                state = dict(info["scalars"])
+                state.update({k[len(prefix):]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)})
+                norm_cls = getattr(data, info["class"])
+                self.normalizers[name] = norm_cls.from_state_dict(state)
+        except (KeyError, RuntimeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint {where!r} does not match this {type(self).__name__} "
+                                  f"configuration: {type(exc).__name__}: {exc}") from exc
+        self.num_timesteps = int(ckpt.meta.get("num_timesteps", 0))
+        self._n_updates = int(ckpt.meta.get("n_updates", 0))
+        self._load_extra_state(ckpt.meta.get("extra", {}))

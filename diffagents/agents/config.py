@@ -1,0 +1,61 @@
+"""Typed, validated agent configuration shared by every offline agent (design.md convention 5)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+C = TypeVar("C", bound="AgentConfig")
+
+
+@dataclass(kw_only=True)
+class AgentConfig:
+    """Fields every agent has.
+
+    Args:
+        batch_size: minibatch size per gradient step.
+        learning_rate: base learning rate of every optimizer.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decays over the ``total_timesteps`` of each ``learn`` call).
+        obs_normalization: ``"gaussian"``, ``"minmax"`` or ``"none"``; fitted on the dataset, saved with the model.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast).
+        eval_seed: seed of the fixed initial noise used by ``predict(..., deterministic=True)``.
+    """
+
+    batch_size: int = 256
+    learning_rate: float = 3e-4
+    lr_schedule: str = "constant"
+    obs_normalization: str = "gaussian"
+    precision: str = "fp32"
+    eval_seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._check(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        self._check(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        self._check(self.lr_schedule in ("constant", "cosine"), "lr_schedule", "'constant' or 'cosine'",
+                    self.lr_schedule)
+        self._check(self.obs_normalization in ("gaussian", "minmax", "none"), "obs_normalization",
+                    "'gaussian', 'minmax' or 'none'", self.obs_normalization)
+        self._check(self.precision in ("fp32", "bf16"), "precision", "'fp32' or 'bf16'", self.precision)
+
+    def _check(self, ok: bool, name: str, expected: str, got: Any) -> None:
+        if not ok:
+            raise ValueError(f"{type(self).__name__}.{name}: expected {expected}, got {got!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {unknown}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kwargs)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
+    return v

@@ -1,0 +1,258 @@
+"""Diffuser (Janner, Du, Tenenbaum & Levine, ICML 2022): planning with diffusion for flexible behaviour synthesis.
+
+A temporal U-Net diffuses whole windows ``tau = [(a_0, s_0), ..., (a_{H-1}, s_{H-1})]`` (actions first, as in
+the reference code) predicting ``x0`` (``predict_epsilon=False``) with the first action's loss up-weighted
+(``action_weight = 10``). Planning conditions by inpainting the current state at ``h = 0`` (Sec. 3.3); a value
+function ``J(tau^i, i)`` trained on noisy trajectories guides sampling by its gradient (Eq. 3, "guided
+sampling", ``n_guide_steps = 2``, ``scale = 0.1``, ``t_stopgrad = 2``, gradient scaled by the posterior variance),
+``n_samples`` candidate plans are ranked by value and the best plan's first action is executed; replanning
+every ``replan_every`` steps gives receding-horizon control.
+
+Maze mode (Sec. 5.1, Maze2D): the goal is inpainted into the last state (``goal_obs_dims`` says where the goal
+sits in the flat observation) and the planned states are tracked with a PD controller (``execution="track"``),
+planning once per episode (``replan_every=None``).
+
+Fast sampling: any sampler of :mod:`diffagents.diffusion` with fewer steps, and warm-start replanning
+(``warm_start``: the previous plan, shifted, is re-noised to an intermediate level and denoised from there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffagents.agents.base import OfflineAgent
+from diffagents.agents.config import AgentConfig
+from diffagents.agents.plan_cache import PlanCache, shift_plans
+from diffagents.agents.window_data import attach_windows
+from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
+from diffagents.guidance import GradientGuide
+from diffagents.nn import TemporalUNet, TemporalValue
+from diffagents.roles import TrajectoryPlanner
+from diffagents.training import EMA, Updater
+
+
+@dataclass(kw_only=True)
+class DiffuserConfig(AgentConfig):
+    """Hyperparameters of :class:`Diffuser` (``jannerm/diffuser`` ``config/locomotion.py`` defaults).
+
+    CPU budgets use smaller ``dim``/``dim_mults``/``n_samples``; keep the rest for paper-faithful runs.
+    """
+
+    batch_size: int = 32
+    learning_rate: float = 2e-4
+    horizon: int = 32
+    n_diffusion_steps: int = 20
+    schedule: str = "cosine"
+    prediction_type: str = "x0"
+    dim: int = 32
+    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
+    activation: str = "mish"
+    action_weight: float = 10.0
+    clip_denoised: bool = False
+    use_padding: bool = True
+    ema_decay: float = 0.995
+    ema_start: int = 2000
+    ema_every: int = 10
+    value_guidance: bool = True
+    discount: float = 0.99
+    termination_penalty: float | None = -100.0
+    n_samples: int = 64
+    guide_scale: float = 0.1
+    n_guide_steps: int = 2
+    t_stopgrad: int = 2
+    scale_grad_by_std: bool = True
+    replan_every: int | None = 1
+    warm_start: float | None = None
+    sampler: str = "ddpm"
+    sampler_steps: int | None = None
+    state_dims: int | None = None
+    goal_obs_dims: tuple[int, ...] | None = None
+    execution: str = "actions"
+    track_pos_dims: tuple[int, ...] = (0, 2)
+    track_vel_dims: tuple[int, ...] = (2, 4)
+    track_gains: tuple[float, ...] = (1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check(self.horizon >= 2, "horizon", ">= 2", self.horizon)
+        self._check(self.n_samples >= 1, "n_samples", ">= 1", self.n_samples)
+        self._check(self.execution in ("actions", "track"), "execution", "'actions' or 'track'", self.execution)
+        self._check(self.replan_every is None or self.replan_every >= 1, "replan_every", ">= 1 or None",
+                    self.replan_every)
+        self._check(self.warm_start is None or 0 < self.warm_start < 1, "warm_start", "in (0, 1) or None",
+                    self.warm_start)
+        self._check(self.goal_obs_dims is None or len(self.goal_obs_dims) == 2, "goal_obs_dims",
+                    "a (start, stop) pair or None", self.goal_obs_dims)
+
+
+class Diffuser(OfflineAgent):
+    """Diffuser as an SB3 ``BaseAlgorithm`` trained offline on trajectory windows of a Minari dataset."""
+
+    config_class = DiffuserConfig
+    config: DiffuserConfig
+
+    @property
+    def state_dim(self) -> int:
+        return self.config.state_dims or self.obs_dim
+
+    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+        c = self.config
+        d = act_dim + self.state_dim
+        weights = torch.ones(c.horizon, d)
+        weights[0, :act_dim] = c.action_weight
+        diffusion = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
+                                      prediction_type=c.prediction_type)  # type: ignore[arg-type]
+        unet = TemporalUNet(d, dim=c.dim, dim_mults=c.dim_mults, activation=c.activation)
+        planner = TrajectoryPlanner(unet, diffusion, c.horizon, d, state_slice=slice(act_dim, d), loss_weights=weights,
+                                    sampler=c.sampler, num_inference_steps=c.sampler_steps,
+                                    clip_sample=1.0 if c.clip_denoised else None)
+        self.ema = EMA(planner, decay=c.ema_decay, start_step=c.ema_start, update_every=c.ema_every)
+        modules: dict[str, nn.Module] = {"planner": planner}
+        if c.value_guidance:
+            modules["value"] = TemporalValue(c.horizon, d, dim=c.dim, dim_mults=c.dim_mults, activation=c.activation)
+        self.plans_made = 0
+        self.decisions = 0
+        return modules
+
+    def _make_updaters(self) -> dict[str, Updater]:
+        return {name: Updater(m.parameters(), self.config.learning_rate, name=name) for name, m in self.nets.items()}
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        assert self.ema is not None
+        self.ema.model.to(self.device)
+
+    def _attach_data(self) -> None:
+        c = self.config
+        attach_windows(self, c.horizon, discount=c.discount, termination_penalty=c.termination_penalty,
+                       use_padding=c.use_padding and c.goal_obs_dims is None)
+
+    # ------------------------------------------------------------------ training
+    def _inpaint(self, shape: tuple[int, ...], obs: torch.Tensor, last: torch.Tensor | None) -> Any:
+        planner: TrajectoryPlanner = self.nets["planner"]  # type: ignore[assignment]
+        return planner.condition(shape, obs[:, : self.state_dim], goal=last, goal_dims=slice(0, self.state_dim)
+                                 if last is not None else None)
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        planner: TrajectoryPlanner = self.nets["planner"]  # type: ignore[assignment]
+        obs = batch["observations"][..., : self.state_dim]  # (B, H, S)
+        x0 = torch.cat([batch["actions"], obs], dim=-1)  # (B, H, A + S)
+        last = obs[:, -1] if self.config.goal_obs_dims is not None else None
+        inpaint = self._inpaint(x0.shape, obs[:, 0], last)
+        loss, stats = planner.loss(x0, inpaint=inpaint, mask=batch["mask"])
+        self.updaters["planner"].step(loss)
+        assert self.ema is not None
+        self.ema.update(planner, self.num_timesteps)
+        if "value" in self.nets:
+            diffusion = planner.diffusion
+            t = diffusion.sample_timesteps(x0.shape[0], x0.device)
+            x_t = inpaint.apply(diffusion.q_sample(x0, t, torch.randn_like(x0)))
+            v_loss = (self.nets["value"](x_t, t.float()) - batch["returns_to_go"][:, 0]).pow(2).mean()
+            self.updaters["value"].step(v_loss)
+            stats["value_loss"] = v_loss.detach()
+        return stats
+
+    # ------------------------------------------------------------------ acting
+    def _goal_state(self, obs: torch.Tensor) -> torch.Tensor | None:
+        """Normalised goal state ``(B, S)``: position = the observation's goal, other state dims zero."""
+        gd = self.config.goal_obs_dims
+        if gd is None:
+            return None
+        raw = self.normalizers["obs"].unnormalize(obs) if self.normalizers.get("obs") is not None else obs
+        goal_raw = torch.zeros_like(raw)
+        g0, g1 = gd
+        pos = slice(*self.config.track_pos_dims)
+        goal_raw[:, pos] = raw[:, g0:g1]
+        goal_norm = self.normalizers["obs"].normalize(goal_raw) if self.normalizers.get("obs") is not None \
+            else goal_raw
+        goal = goal_norm[:, : self.state_dim].clone()
+        zero_norm = self.normalizers["obs"].normalize(torch.zeros_like(raw)) if self.normalizers.get("obs") \
+            is not None else torch.zeros_like(raw)
+        keep = torch.ones(self.state_dim, dtype=torch.bool, device=obs.device)
+        keep[pos] = False
+        goal[:, keep] = zero_norm[:, : self.state_dim][:, keep]
+        return goal
+
+    def _plan(self, obs: torch.Tensor, deterministic: bool, prev: torch.Tensor | None = None) -> torch.Tensor:
+        """Best of ``n_samples`` guided plans per observation row: ``(B, H, A + S)``."""
+        c = self.config
+        assert self.ema is not None
+        planner: TrajectoryPlanner = self.ema.model  # type: ignore[assignment]
+        n, b = c.n_samples, obs.shape[0]
+        obs_rep = obs.repeat_interleave(n, dim=0)  # (B*n, O)
+        shape = (b * n, c.horizon, planner.transition_dim)
+        inpaint = self._inpaint(shape, obs_rep, self._goal_state(obs_rep))
+        gen = self.eval_generator() if deterministic else None
+        guides = []
+        value = self.nets["value"] if "value" in self.nets else None
+        if value is not None and c.guide_scale > 0 and c.n_guide_steps > 0:
+            guides.append(GradientGuide(lambda x, t: value(x, t), scale=c.guide_scale, n_guide_steps=c.n_guide_steps,
+                                        t_stopgrad=c.t_stopgrad, scale_grad_by_std=c.scale_grad_by_std))
+        x_init, start = None, 0
+        if prev is not None and c.warm_start is not None:
+            start = int(round((1.0 - c.warm_start) * len(planner.sampler.timesteps)))
+            shifted = shift_plans(prev, c.replan_every or 1).repeat_interleave(n, dim=0)
+            x_init = planner.renoise(shifted, start, gen)
+        plans = planner.plan(b * n, inpaint, guides=guides, generator=gen, x_init=x_init, start_index=start,
+                             device=obs.device)
+        self.plans_made += b
+        if n == 1:
+            return plans
+        scores = value(plans, torch.zeros(b * n, device=obs.device)) if value is not None else \
+            torch.zeros(b * n, device=obs.device)
+        best = scores.view(b, n).argmax(dim=1)  # (B,)
+        return plans.view(b, n, c.horizon, -1)[torch.arange(b, device=obs.device), best]
+
+    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+             ) -> tuple[torch.Tensor, Any]:
+        c = self.config
+        cache = state if isinstance(state, PlanCache) else PlanCache()
+        had_plans = cache.plans is not None and cache.plans.shape[0] == obs.shape[0]
+        idx = cache.due(obs.shape[0], episode_start, c.replan_every)
+        if len(idx):
+            starts = np.zeros(obs.shape[0], dtype=bool) if episode_start is None else \
+                np.asarray(episode_start, dtype=bool).reshape(-1)
+            warm = idx[~starts[idx]] if (had_plans and c.warm_start is not None) else idx[:0]
+            cold = np.setdiff1d(idx, warm)
+            for sub, prev in ((cold, None), (warm, cache.plans[warm] if len(warm) and cache.plans is not None
+                                              else None)):
+                if len(sub):
+                    cache.store(sub, self._plan(obs[torch.as_tensor(sub, device=obs.device)], deterministic, prev))
+        plans, age = cache.current()
+        rows = torch.arange(obs.shape[0], device=obs.device)
+        steps = torch.as_tensor(age, device=obs.device)
+        if c.execution == "actions":
+            actions = plans[rows, steps, : self.act_dim]
+        else:
+            actions = self._track(obs, plans, steps)
+        cache.advance()
+        self.decisions += obs.shape[0]
+        return actions, cache
+
+    def _track(self, obs: torch.Tensor, plans: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """PD tracking of the next planned state (Diffuser Maze2D): ``a = kp (p* - p) + kd (v* - v)``."""
+        norm = self.normalizers.get("obs")
+        h = plans.shape[1]
+        nxt = torch.clamp(steps + 1, max=h - 1)
+        states = plans[torch.arange(plans.shape[0], device=obs.device), nxt, self.act_dim:]  # (B, S) normalised
+        full = obs.clone()
+        full[:, : self.state_dim] = states
+        target = norm.unnormalize(full) if norm is not None else full
+        cur = norm.unnormalize(obs) if norm is not None else obs
+        pos, vel = slice(*self.config.track_pos_dims), slice(*self.config.track_vel_dims)
+        kp, kd = self.config.track_gains
+        end = (steps + 1 >= h)[:, None]
+        target_vel = torch.where(end, torch.zeros_like(target[:, vel]), target[:, vel])
+        act = kp * (target[:, pos] - cur[:, pos]) + kd * (target_vel - cur[:, vel])
+        low = torch.as_tensor(self.action_space.low, device=obs.device, dtype=act.dtype)
+        high = torch.as_tensor(self.action_space.high, device=obs.device, dtype=act.dtype)
+        return (2.0 * (act - low) / (high - low) - 1.0).clamp(-1.0, 1.0)
+
+    def plan_reuse_rate(self) -> float:
+        """Fraction of decisions served from a cached plan since construction."""
+        return 1.0 - self.plans_made / max(self.decisions, 1)

@@ -1,0 +1,127 @@
+"""Safe, atomic checkpoints: a zip of JSON + safetensors that loading never unpickles.
+
+Layout of ``agent.zip``::
+
+    diffagents.json        format marker, algorithm name, config, spaces, observation flattening, counters
+    weights.safetensors    every module's state dict, keys prefixed with the module name ("actor.net.0.weight")
+    arrays.safetensors     normalizer statistics and other plain arrays
+    optimizers.pt          optimizer states, read back with ``torch.load(weights_only=True)`` (no code execution)
+
+``save_checkpoint`` writes to a temporary file in the target folder and renames it over the target, so a crash
+never leaves a half-written checkpoint. ``read_checkpoint`` validates everything before returning and raises
+:class:`CheckpointError` naming the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+FORMAT = "diffagents-checkpoint"
+FORMAT_VERSION = 1
+_MEMBERS = ("diffagents.json", "weights.safetensors", "arrays.safetensors", "optimizers.pt")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, of another format, or does not match the agent / env."""
+
+
+@dataclass
+class Checkpoint:
+    """The decoded contents of a checkpoint."""
+
+    meta: dict[str, Any]
+    weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    optimizers: dict[str, Any] = field(default_factory=dict)
+
+
+def normalize_path(path: str | os.PathLike[str] | io.BufferedIOBase) -> Path:
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}")
+    p = Path(path)
+    return p if p.suffix else p.with_suffix(".zip")
+
+
+def _flatten(weights: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    flat: dict[str, torch.Tensor] = {}
+    for name, sd in weights.items():
+        if "." in name:
+            raise ValueError(f"module name {name!r} must not contain '.'")
+        for key, tensor in sd.items():
+            flat[f"{name}.{key}"] = tensor.detach().to("cpu").contiguous()
+    return flat
+
+
+def _unflatten(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in flat.items():
+        name, _, rest = key.partition(".")
+        out.setdefault(name, {})[rest] = tensor
+    return out
+
+
+def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
+    """Atomically write ``ckpt`` to ``path`` (".zip" is appended when the path has no suffix)."""
+    target = normalize_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **ckpt.meta}
+    arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ckpt.arrays.items()}
+    opt_buf = io.BytesIO()
+    torch.save(ckpt.optimizers, opt_buf)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("diffagents.json", json.dumps(meta, indent=1, sort_keys=True))
+            zf.writestr("weights.safetensors", st_save(_flatten(ckpt.weights)))
+            zf.writestr("arrays.safetensors", st_save(arrays))
+            zf.writestr("optimizers.pt", opt_buf.getvalue())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_checkpoint(path: str | os.PathLike[str], *, load_optimizers: bool = True) -> Checkpoint:
+    """Read and validate a checkpoint without executing anything stored in it."""
+    p = normalize_path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint: no such file {str(p)!r}")
+    try:
+        with zipfile.ZipFile(p) as zf:
+            names = set(zf.namelist())
+            missing = [m for m in _MEMBERS if m not in names]
+            if missing:
+                raise CheckpointError(
+                    f"checkpoint {str(p)!r}: not a diffagents checkpoint (missing {missing}); SB3 zips are not "
+                    "loaded because SB3's format unpickles code")
+            meta = json.loads(zf.read("diffagents.json"))
+            weights = _unflatten(st_load(zf.read("weights.safetensors")))
+            arrays = {k: v.numpy() for k, v in st_load(zf.read("arrays.safetensors")).items()}
+            optimizers: dict[str, Any] = {}
+            if load_optimizers:
+                optimizers = torch.load(io.BytesIO(zf.read("optimizers.pt")), map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, json.JSONDecodeError, OSError, EOFError, RuntimeError, ValueError,
+            KeyError, Exception) as exc:
+        raise CheckpointError(f"checkpoint {str(p)!r} is corrupt or truncated: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {str(p)!r}: format is {meta.get('format') if isinstance(meta, dict) else meta!r}, "
+                              f"expected {FORMAT!r}")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {str(p)!r}: format_version {meta['format_version']} is newer than this "
+                              f"diffagents ({FORMAT_VERSION}); upgrade diffagents")
+    return Checkpoint(meta=meta, weights=weights, arrays=arrays, optimizers=optimizers)

@@ -1,0 +1,204 @@
+"""SB3 contract tests run over every offline agent (SB3's tests/test_save_load.py pattern)."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from agent_fixtures import make_pendulum_dataset
+from diffagents.agents import get_agent_class
+from diffagents.persistence import CheckpointError
+
+# (class name, small hyperparameters that keep each test fast)
+AGENTS: list[tuple[str, dict[str, Any]]] = [
+    ("DiffusionQL", dict(hidden=(32, 32), critic_hidden=(32, 32), batch_size=16, n_candidates=4, ema_start=2)),
+    ("IDQL", dict(actor_width=32, actor_blocks=1, critic_hidden=(32, 32), batch_size=16, n_candidates=4)),
+    ("Diffuser", dict(horizon=8, dim=32, dim_mults=(1, 2), n_diffusion_steps=5, batch_size=8, n_samples=2,
+                      ema_start=2, replan_every=2)),
+    ("DecisionDiffuser", dict(horizon=8, dim=8, dim_mults=(1, 2), n_diffusion_steps=5, batch_size=8, ema_start=2,
+                              history=1, returns_scale=100.0)),
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    ds = make_pendulum_dataset(tmp_path_factory.mktemp("minari"))
+    yield ds
+    if old is None:
+        os.environ.pop("MINARI_DATASETS_PATH", None)
+    else:
+        os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def build(name: str, kwargs: dict[str, Any], dataset: Any, **extra: Any) -> Any:
+    cls = get_agent_class(name)
+    return cls(env=gym.make("Pendulum-v1"), dataset=dataset, seed=0, **{**kwargs, **extra})
+
+
+@pytest.mark.parametrize("name,kwargs", AGENTS)
+def test_predict_shapes_and_vecenv(name: str, kwargs: dict[str, Any], dataset: Any) -> None:
+    agent = build(name, kwargs, dataset).learn(5)
+    obs = np.zeros(3, dtype=np.float32)
+    act, _ = agent.predict(obs)
+    assert act.shape == (1,) and agent.action_space.contains(act)
+    acts, _ = agent.predict(np.zeros((4, 3), dtype=np.float32))
+    assert acts.shape == (4, 1)
+    venv = make_vec_env("Pendulum-v1", n_envs=4, seed=0, env_kwargs={"max_episode_steps": 20})
+    rets, lens = evaluate_policy(agent, venv, n_eval_episodes=4, return_episode_rewards=True)
+    assert len(rets) == 4 and all(n == 20 for n in lens)
+
+
+@pytest.mark.parametrize("name,kwargs", AGENTS)
+def test_callbacks_count_gradient_steps(name: str, kwargs: dict[str, Any], dataset: Any, tmp_path: Path) -> None:
+    agent = build(name, kwargs, dataset)
+    eval_env = gym.make("Pendulum-v1", max_episode_steps=10)
+    eval_cb = EvalCallback(eval_env, n_eval_episodes=1, eval_freq=4, log_path=str(tmp_path), verbose=0)
+    ckpt_cb = CheckpointCallback(save_freq=4, save_path=str(tmp_path), name_prefix="m")
+    agent.learn(8, callback=[eval_cb, ckpt_cb])
+    assert agent.num_timesteps == 8
+    assert list(np.load(tmp_path / "evaluations.npz")["timesteps"]) == [4, 8]
+    assert (tmp_path / "m_8_steps.zip").is_file()
+    reloaded = get_agent_class(name).load(tmp_path / "m_8_steps.zip", env=eval_env)
+    assert reloaded.num_timesteps == 8
+
+
+@pytest.mark.parametrize("name,kwargs", AGENTS)
+def test_save_load_same_actions(name: str, kwargs: dict[str, Any], dataset: Any, tmp_path: Path) -> None:
+    agent = build(name, kwargs, dataset).learn(6)
+    obs = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    before, _ = agent.predict(obs, deterministic=True)
+    again, _ = agent.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(before, again)
+    agent.save(tmp_path / "agent")
+    loaded = get_agent_class(name).load(tmp_path / "agent.zip", env=gym.make("Pendulum-v1"))
+    after, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(before, after)
+    # training continues from the loaded state once data is attached
+    loaded.set_dataset(dataset)
+    loaded.learn(2, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 8
+
+
+@pytest.mark.parametrize("name,kwargs", AGENTS)
+def test_bad_inputs_raise_clear_errors(name: str, kwargs: dict[str, Any], dataset: Any, tmp_path: Path) -> None:
+    agent = build(name, kwargs, dataset)
+    with pytest.raises(ValueError, match="observation"):
+        agent.predict(np.zeros(5, dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        agent.predict(np.array([np.nan, 0.0, 0.0], dtype=np.float32))
+    with pytest.raises(ValueError, match="info"):
+        agent.predict((np.zeros(3, dtype=np.float32), {}))
+    with pytest.raises(ValueError, match="observation_space"):
+        get_agent_class(name)(env=gym.make("MountainCarContinuous-v0"), dataset=dataset, **kwargs)
+    with pytest.raises(ValueError, match="unknown|unexpected|got"):
+        get_agent_class(name)(env=gym.make("Pendulum-v1"), dataset=dataset, not_a_field=1)
+    agent.save(tmp_path / "a.zip")
+    with pytest.raises(CheckpointError, match="observation_space"):
+        get_agent_class(name).load(tmp_path / "a.zip", env=gym.make("MountainCarContinuous-v0"))
+
+
+@pytest.mark.parametrize("name,kwargs", AGENTS)
+def test_corrupt_and_truncated_checkpoints(name: str, kwargs: dict[str, Any], dataset: Any, tmp_path: Path
+                                           ) -> None:
+    agent = build(name, kwargs, dataset)
+    path = tmp_path / "a.zip"
+    agent.save(path)
+    data = path.read_bytes()
+    (tmp_path / "trunc.zip").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt|truncated|not a diffagents"):
+        get_agent_class(name).load(tmp_path / "trunc.zip")
+    flipped = bytearray(data)
+    for i in range(len(flipped) // 3, len(flipped) // 3 + 64):
+        flipped[i] ^= 0xFF
+    (tmp_path / "flip.zip").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError):
+        get_agent_class(name).load(tmp_path / "flip.zip")
+
+
+class _Payload:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("name,kwargs", AGENTS)
+def test_pickle_payload_never_runs(name: str, kwargs: dict[str, Any], dataset: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    agent = build(name, kwargs, dataset)
+    good = tmp_path / "good.zip"
+    agent.save(good)
+    # 1. an SB3-style zip whose "data" member is a pickle
+    import pickle
+
+    sb3 = tmp_path / "sb3.zip"
+    with zipfile.ZipFile(sb3, "w") as zf:
+        zf.writestr("data", pickle.dumps(_Payload(str(marker))))
+        zf.writestr("policy.pth", b"")
+    with pytest.raises(CheckpointError):
+        get_agent_class(name).load(sb3)
+    # 2. our own layout with a pickle payload in optimizers.pt (torch.load weights_only refuses it)
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.namelist():
+            payload = src.read(item)
+            if item == "optimizers.pt":
+                buf = io.BytesIO()
+                torch.save({"x": _Payload(str(marker))}, buf)
+                payload = buf.getvalue()
+            dst.writestr(item, payload)
+    with pytest.raises(CheckpointError):
+        get_agent_class(name).load(evil)
+    assert not marker.exists()
+
+
+def test_critic_target_bootstraps_on_termination_only(dataset: Any) -> None:
+    agent = build("DiffusionQL", AGENTS[0][1], dataset)
+    b = 6
+    batch = {
+        "obs": torch.zeros(b, 3), "action": torch.zeros(b, 1), "next_obs": torch.zeros(b, 3),
+        "reward": torch.arange(b, dtype=torch.float32),
+        "terminated": torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0]),
+    }
+    with torch.no_grad():
+        for p in agent.nets["critic_target"].parameters():
+            p.zero_()
+        last = [m for m in agent.nets["critic_target"].modules() if isinstance(m, torch.nn.Linear)]
+        for m in last:
+            if m.out_features == 1:
+                m.bias.fill_(10.0)
+    target = agent._target_q(batch)
+    expected = batch["reward"] + (1 - batch["terminated"]) * agent.config.gamma * 10.0
+    torch.testing.assert_close(target, expected)
+
+
+def test_q_loss_is_scale_invariant() -> None:
+    from diffagents.agents.diffusion_ql import normalized_q_loss
+
+    q1, q2 = torch.randn(64) + 3.0, torch.randn(64) + 3.0
+    torch.testing.assert_close(normalized_q_loss(q1, q2), normalized_q_loss(100 * q1, 100 * q2))
+    assert normalized_q_loss(q1, q2) < 0
+
+
+def test_deterministic_selection_is_argmax_q(dataset: Any) -> None:
+    agent = build("DiffusionQL", AGENTS[0][1], dataset).learn(3)
+    obs = torch.zeros(1, 3)
+    actor = agent.ema.model
+    with torch.no_grad():
+        obs_rep, cand = actor.sample_candidates(obs, agent.config.n_candidates, generator=agent.eval_generator())
+        q = agent.nets["critic_target"].q_min(obs_rep, cand)
+        chosen, _ = agent._act(obs, None, None, deterministic=True)
+    torch.testing.assert_close(chosen[0], cand[q.argmax()])
