@@ -15,8 +15,10 @@ A concrete agent (one file per paper) provides a config dataclass and implements
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +33,7 @@ from torch import nn
 from diffagents import __version__
 from diffagents.agents.config import AgentConfig
 from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
+from diffagents.rng import get_rng_state, set_rng_state
 from diffagents.spaces import space_from_dict, space_to_dict, spaces_equal
 from diffagents.training import EMA, Updater, autocast, check_finite, make_lr_schedule
 
@@ -247,15 +250,34 @@ class OfflineAgent(BaseAlgorithm):
 
     def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1000,  # type: ignore[override]
               tb_log_name: str | None = None, reset_num_timesteps: bool = True,
-              progress_bar: bool = False) -> OfflineAgent:
-        """Take ``total_timesteps`` gradient steps on the dataset (SB3 callbacks run after every step)."""
+              progress_bar: bool = False, checkpoint_dir: str | os.PathLike[str] | None = None,
+              checkpoint_every: int = 1000, keep_checkpoints: int = 2) -> OfflineAgent:
+        """Take ``total_timesteps`` gradient steps on the dataset (SB3 callbacks run after every step).
+
+        Args:
+            checkpoint_dir: if set, a full training checkpoint (weights, EMA, optimizers, normalizers, RNG states,
+                counters) is written atomically there every ``checkpoint_every`` steps and at the end; calling
+                ``learn`` again with the same folder resumes from the latest one, so a killed run continues and
+                ends with the same weights as an uninterrupted run (CPU, same seed).
+            keep_checkpoints: how many of the newest checkpoints to keep.
+        """
         if self._sampler is None:
             raise RuntimeError(f"{type(self).__name__}.learn: no dataset attached; pass dataset= or call "
                                "set_dataset() first")
         if total_timesteps < 0:
             raise ValueError(f"total_timesteps: expected >= 0, got {total_timesteps}")
-        total_timesteps, cb = self._setup_learn(total_timesteps, callback, reset_num_timesteps,
-                                                tb_log_name or type(self).__name__, progress_bar)
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every: expected >= 1, got {checkpoint_every}")
+        ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        resumed = ckpt_dir is not None and self._resume_from(ckpt_dir)
+        if resumed:
+            reset_num_timesteps = False
+            start = self.num_timesteps
+            total_timesteps, cb = self._setup_learn(total_timesteps - start, callback, False,
+                                                    tb_log_name or type(self).__name__, progress_bar)
+        else:
+            total_timesteps, cb = self._setup_learn(total_timesteps, callback, reset_num_timesteps,
+                                                    tb_log_name or type(self).__name__, progress_bar)
         cb.on_training_start(locals(), globals())
         self.policy.set_training_mode(True)
         stats: dict[str, torch.Tensor] = {}
@@ -270,12 +292,16 @@ class OfflineAgent(BaseAlgorithm):
             self._n_updates += 1
             if log_interval and self.num_timesteps % log_interval == 0:
                 self._log(stats, t0)
+            if ckpt_dir is not None and self.num_timesteps % checkpoint_every == 0:
+                self._write_training_checkpoint(ckpt_dir, keep_checkpoints)
             cb.update_locals(locals())
             if not cb.on_step():
                 break
             self.policy.set_training_mode(True)  # evaluation callbacks switch to eval mode
         if stats and not (log_interval and self.num_timesteps % log_interval == 0):
             check_finite(stats, self.num_timesteps)
+        if ckpt_dir is not None and self.num_timesteps % checkpoint_every:
+            self._write_training_checkpoint(ckpt_dir, keep_checkpoints)
         cb.on_training_end()
         self.policy.set_training_mode(False)
         return self
@@ -289,6 +315,43 @@ class OfflineAgent(BaseAlgorithm):
         self.logger.record("time/grad_steps_per_s", steps / max(time.perf_counter() - t0, 1e-9))
         self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
         self.logger.dump(step=self.num_timesteps)
+
+    # ------------------------------------------------------------------ checkpoint / resume
+    @staticmethod
+    def _checkpoints_in(folder: Path) -> list[Path]:
+        found = []
+        for p in folder.glob("step_*.zip"):
+            try:
+                found.append((int(p.stem.split("_")[1]), p))
+            except ValueError:
+                continue
+        return [p for _, p in sorted(found)]
+
+    def _write_training_checkpoint(self, folder: Path, keep: int) -> None:
+        check_finite({}, self.num_timesteps)
+        save_checkpoint(folder / f"step_{self.num_timesteps:09d}.zip", self._checkpoint())
+        for old in self._checkpoints_in(folder)[:-max(keep, 1)]:
+            old.unlink(missing_ok=True)
+
+    def _resume_from(self, folder: Path) -> bool:
+        """Load the newest readable checkpoint of ``folder`` into this agent (RNG included)."""
+        for path in reversed(self._checkpoints_in(folder) if folder.is_dir() else []):
+            try:
+                ckpt = read_checkpoint(path)
+            except CheckpointError:
+                continue  # a corrupt newest file (e.g. disk full): fall back to the previous one
+            if ckpt.meta.get("algo") != type(self).__name__:
+                raise CheckpointError(f"checkpoint_dir {str(folder)!r} holds {ckpt.meta.get('algo')} checkpoints, "
+                                      f"not {type(self).__name__}")
+            if ckpt.meta.get("config") != self.config.to_dict():
+                raise CheckpointError(f"checkpoint_dir {str(folder)!r}: its config differs from this agent's; "
+                                      "use a new folder for a new configuration")
+            self._restore(ckpt, str(path))
+            set_rng_state(ckpt.meta["rng"], ckpt.arrays)
+            if self.verbose:
+                print(f"resumed {type(self).__name__} from {path} at step {self.num_timesteps}")
+            return True
+        return False
 
     # ------------------------------------------------------------------ predict
     def _prepare_obs(self, observation: Any) -> tuple[torch.Tensor, bool]:
@@ -343,6 +406,8 @@ class OfflineAgent(BaseAlgorithm):
         if self.ema is not None:
             weights["ema"] = self.ema.model.state_dict()
         optim = {name: u.state_dict() for name, u in self.updaters.items()}
+        rng_meta, rng_arrays = get_rng_state()
+        arrays.update(rng_arrays)
         meta = {
             "algo": type(self).__name__,
             "diffagents_version": __version__,
@@ -355,6 +420,7 @@ class OfflineAgent(BaseAlgorithm):
             "n_updates": int(self._n_updates),
             "ema_num_updates": self.ema.num_updates if self.ema is not None else 0,
             "extra": self._extra_state(),
+            "rng": rng_meta,
         }
         return Checkpoint(meta=meta, weights=weights, arrays=arrays, optimizers=optim)
 
