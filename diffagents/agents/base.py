@@ -73,6 +73,8 @@ class OfflineAgent(BaseAlgorithm):
     """
 
     config_class: ClassVar[type[AgentConfig]] = AgentConfig
+    uses_windows: ClassVar[bool] = False
+    """True for agents trained on trajectory windows (planners) rather than transitions."""
     policy: ModuleBundle
 
     def __init__(self, env: Any = None, dataset: Any = None, *, device: torch.device | str = "auto",

@@ -69,6 +69,7 @@ class DecisionDiffuser(OfflineAgent):
     """Decision Diffuser as an SB3 ``BaseAlgorithm`` trained offline on state windows of a Minari dataset."""
 
     config_class = DecisionDiffuserConfig
+    uses_windows = True
     config: DecisionDiffuserConfig
 
     def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:

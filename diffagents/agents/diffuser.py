@@ -94,6 +94,7 @@ class Diffuser(OfflineAgent):
     """Diffuser as an SB3 ``BaseAlgorithm`` trained offline on trajectory windows of a Minari dataset."""
 
     config_class = DiffuserConfig
+    uses_windows = True
     config: DiffuserConfig
 
     @property

@@ -1,0 +1,268 @@
+"""Diffusion Policy (Chi et al., RSS 2023): visuomotor policy learning via action diffusion (low-dim variant).
+
+A conditional denoiser over action chunks ``(B, Tp, A)`` (a 1-D temporal U-Net with FiLM conditioning, or a
+DiT-style transformer with ``backbone="transformer"``) takes the flattened, normalised history of the last
+``To`` observations as its global condition. DDPM training with 100 levels (squared-cosine schedule,
+eps-prediction, x0 clipping), AdamW (lr 1e-4, betas (0.95, 0.999), weight decay 1e-6), cosine LR decay after a
+linear warm-up, EMA with power warm-up (0.75, max 0.9999), observations min-max normalised and actions scaled to
+[-1, 1] from the action-space bounds.
+
+Chunk layout (the reference ``diffusion_policy`` code and LeRobot): a training window has ``Tp`` steps starting
+``To - 1`` steps before the current step ``s``; the first ``To`` observations are the condition and all ``Tp``
+actions are the target. At act time the executed actions are ``[To - 1, To - 1 + Ta)`` of the sampled chunk
+(receding horizon: a new chunk every ``Ta`` env steps, or when an episode restarts). Windows start at every
+step of every episode and are padded by repeating the episode's first observation/action before its start and
+its last observation/action after its end (``SequenceSampler`` edge padding), so the observation history at an
+episode start repeats the first observation, exactly as ``predict`` does after ``episode_start``.
+
+Inference: DDIM with 10 steps by default (the paper's real-robot setting; cheap on CPU); the paper's simulation
+setting is ``sampler="ddpm", sampler_steps=None`` (all 100 levels). Use with a chunk-executing env through
+:meth:`DiffusionPolicy.predict_chunk` and ``diffagents.wrappers.chunks.ChunkedActionWrapper(env, Ta,
+obs_history=To)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffagents.agents.base import OfflineAgent
+from diffagents.agents.config import AgentConfig
+from diffagents.agents.plan_cache import PlanCache
+from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
+from diffagents.nn import DiT1D, TemporalUNet
+from diffagents.roles.chunk_policy import ActionChunkPolicy
+from diffagents.training import EMA, Updater
+
+
+@dataclass(kw_only=True)
+class DiffusionPolicyConfig(AgentConfig):
+    """Hyperparameters of :class:`DiffusionPolicy` (``train_diffusion_unet_lowdim_workspace.yaml``).
+
+    ``dim``/``dim_mults`` give the U-Net's ``down_dims`` (paper: 256 x (1, 2, 4) = (256, 512, 1024)).
+    """
+
+    batch_size: int = 256
+    learning_rate: float = 1e-4
+    lr_schedule: str = "cosine"
+    lr_warmup_steps: int = 500
+    weight_decay: float = 1e-6
+    adam_betas: tuple[float, float] = (0.95, 0.999)
+    grad_clip: float | None = None
+    obs_normalization: str = "minmax"
+    obs_horizon: int = 2
+    pred_horizon: int = 16
+    action_horizon: int = 8
+    backbone: str = "unet"
+    dim: int = 256
+    dim_mults: tuple[int, ...] = (1, 2, 4)
+    kernel_size: int = 5
+    n_groups: int = 8
+    d_model: int = 256
+    n_layers: int = 8
+    n_heads: int = 4
+    dropout: float = 0.0
+    n_diffusion_steps: int = 100
+    schedule: str = "cosine"
+    prediction_type: str = "eps"
+    clip_sample: bool = True
+    sampler: str = "ddim"
+    sampler_steps: int | None = 10
+    ema_power: float = 0.75
+    ema_max_decay: float = 0.9999
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check(self.obs_horizon >= 1, "obs_horizon", ">= 1", self.obs_horizon)
+        self._check(self.action_horizon >= 1, "action_horizon", ">= 1", self.action_horizon)
+        self._check(self.obs_horizon - 1 + self.action_horizon <= self.pred_horizon, "pred_horizon",
+                    f">= obs_horizon - 1 + action_horizon = {self.obs_horizon - 1 + self.action_horizon}",
+                    self.pred_horizon)
+        self._check(self.backbone in ("unet", "transformer"), "backbone", "'unet' or 'transformer'", self.backbone)
+        factor = 2 ** (len(self.dim_mults) - 1)
+        self._check(self.backbone != "unet" or self.pred_horizon % factor == 0, "pred_horizon",
+                    f"a multiple of {factor} (2 ** (len(dim_mults) - 1)) for the U-Net", self.pred_horizon)
+        self._check(self.lr_warmup_steps >= 0, "lr_warmup_steps", ">= 0", self.lr_warmup_steps)
+        self._check(self.sampler in ("ddpm", "ddim", "dpm"), "sampler", "'ddpm', 'ddim' or 'dpm'", self.sampler)
+        self._check(0 < self.ema_power and 0 < self.ema_max_decay < 1, "ema_power/ema_max_decay",
+                    "power > 0 and max decay in (0, 1)", (self.ema_power, self.ema_max_decay))
+
+
+# ---------------------------------------------------------------------------------------------- data
+def chunk_window_rows(lengths: np.ndarray, obs_horizon: int, pred_horizon: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edge-padded rows for chunk windows: ``(episode of each row, step of each row, window start rows)``.
+
+    Each episode of ``T`` steps becomes ``T + Tp - 1`` rows: ``To - 1`` copies of step 0, steps ``0..T-1`` and
+    ``Tp - To`` copies of step ``T - 1``. The window of current step ``s`` starts at row ``offset + s``.
+    """
+    rows_per_ep = lengths + pred_horizon - 1
+    offsets = np.concatenate([[0], np.cumsum(rows_per_ep)[:-1]]).astype(np.int64)
+    row_ep = np.repeat(np.arange(len(lengths)), rows_per_ep)  # (R,)
+    k = np.arange(len(row_ep), dtype=np.int64) - offsets[row_ep]  # (R,) row within its episode
+    step = np.clip(k - (obs_horizon - 1), 0, lengths[row_ep] - 1)  # (R,)
+    starts = np.concatenate([off + np.arange(n) for off, n in zip(offsets, lengths)]).astype(np.int64)  # (M,)
+    return row_ep, step, starts
+
+
+def attach_chunk_windows(agent: OfflineAgent, obs_horizon: int, pred_horizon: int) -> None:
+    """Set ``agent._sampler`` to a window sampler of ``(obs (B, Tp, O), actions (B, Tp, A))`` in normalised space
+    (fitting the observation normalizer on the real observations if not loaded)."""
+    from diffagents.data import WindowSampler, read_episodes
+
+    table = read_episodes(agent.dataset, flattener=agent.flattener)
+    row_ep, step, starts = chunk_window_rows(table.lengths, obs_horizon, pred_horizon)
+    if "obs" not in agent.normalizers:
+        agent.normalizers["obs"] = agent._fit_obs_normalizer(table.observations)
+    obs = agent._norm_obs_np(table.observations[table.obs_offsets[row_ep] + step])
+    act = agent.scale_action(table.actions[table.step_offsets[row_ep] + step])
+    agent._sampler = WindowSampler({"obs": obs, "actions": act}, starts, pred_horizon, device=agent.device)
+
+
+# ---------------------------------------------------------------------------------------------- acting
+def act_with_chunks(obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, *, obs_horizon: int,
+                    action_horizon: int, sample: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, PlanCache]:
+    """Receding-horizon chunk execution through SB3's ``state``.
+
+    Keeps, per env, the last ``To`` observations (an episode start fills the history with its first
+    observation) and the ``Ta`` executable actions of the current chunk; a new chunk is sampled with
+    ``sample(cond (n, To * O)) -> (n, Tp, A)`` when none is cached, after ``Ta`` steps or at an episode start.
+    Returns this step's actions ``(B, A)`` and the cache.
+    """
+    cache = state if isinstance(state, PlanCache) else PlanCache()
+    b = obs.shape[0]
+    idx = cache.due(b, episode_start, action_horizon)  # resets the cache when the batch size changes
+    hist = cache.extra.get("obs_history")
+    if hist is None or hist.shape[0] != b:
+        hist = obs[:, None].expand(-1, obs_horizon, -1).clone()  # (B, To, O)
+    else:
+        hist = torch.cat([hist[:, 1:], obs[:, None]], dim=1)
+        if episode_start is not None:
+            fresh = torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(-1)[:b], device=obs.device)
+            hist[fresh] = obs[fresh, None].expand(-1, obs_horizon, -1)
+    cache.extra["obs_history"] = hist
+    if len(idx):
+        sub = torch.as_tensor(idx, device=obs.device)
+        chunks = sample(hist[sub].flatten(1))  # (n, Tp, A)
+        start = obs_horizon - 1
+        cache.store(idx, chunks[:, start:start + action_horizon])  # (n, Ta, A)
+    plans, age = cache.current()
+    actions = plans[torch.arange(b, device=obs.device), torch.as_tensor(age, device=obs.device)]
+    cache.advance()
+    return actions, cache
+
+
+def predict_chunk_with(agent: OfflineAgent, obs_history: Any, obs_horizon: int, action_horizon: int,
+                       sample: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+    """Env-space chunk ``(Ta, A)`` (or ``(B, Ta, A)``) for raw observation histories ``(K, O)`` / ``(B, K, O)``
+    (oldest first); the last ``To`` are used, a shorter history is padded by repeating its oldest entry."""
+    hist = np.asarray(obs_history, dtype=np.float32)
+    if hist.ndim not in (2, 3):
+        raise ValueError(f"obs_history: expected shape (K, {agent.obs_dim}) or (B, K, {agent.obs_dim}), got "
+                         f"{hist.shape}")
+    single = hist.ndim == 2
+    hist = hist[None] if single else hist
+    b, k = hist.shape[:2]
+    if k < obs_horizon:
+        hist = np.concatenate([np.repeat(hist[:, :1], obs_horizon - k, axis=1), hist], axis=1)
+    hist = hist[:, -obs_horizon:]
+    obs, _ = agent._prepare_obs(hist.reshape(b * obs_horizon, -1))
+    agent.policy.set_training_mode(False)
+    with torch.no_grad():
+        chunks = sample(obs.view(b, -1))  # (B, Tp, A)
+    start = obs_horizon - 1
+    act = agent.unscale_action(chunks[:, start:start + action_horizon].float().cpu().numpy())
+    return act[0] if single else act
+
+
+# ---------------------------------------------------------------------------------------------- agent
+class DiffusionPolicy(OfflineAgent):
+    """Diffusion Policy as an SB3 ``BaseAlgorithm`` trained offline on action-chunk windows of a Minari dataset.
+
+    Example:
+        >>> agent = DiffusionPolicy(env="Pendulum-v1", dataset=ds, dim=64)
+        >>> agent.learn(10_000)
+        >>> action, state = agent.predict(obs, state=state, episode_start=starts, deterministic=True)
+    """
+
+    config_class = DiffusionPolicyConfig
+    config: DiffusionPolicyConfig
+
+    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+        c = self.config
+        cond_dim = c.obs_horizon * obs_dim
+        diffusion = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
+                                      prediction_type=c.prediction_type)  # type: ignore[arg-type]
+        denoiser: nn.Module
+        if c.backbone == "unet":
+            denoiser = TemporalUNet(act_dim, dim=c.dim, dim_mults=c.dim_mults, cond_dim=cond_dim,
+                                    kernel_size=c.kernel_size, n_groups=c.n_groups, film=True)
+        else:
+            denoiser = DiT1D(act_dim, horizon_max=c.pred_horizon, d_model=c.d_model, n_layers=c.n_layers,
+                             n_heads=c.n_heads, cond_dim=cond_dim, dropout=c.dropout)
+        policy = ActionChunkPolicy(denoiser, diffusion, c.pred_horizon, act_dim, sampler=c.sampler,
+                                   num_inference_steps=c.sampler_steps, clip_sample=1.0 if c.clip_sample else None)
+        self.ema = EMA(policy, power=c.ema_power, max_decay=c.ema_max_decay)
+        self.chunks_sampled = 0
+        return {"policy": policy}
+
+    def _make_updaters(self) -> dict[str, Updater]:
+        c = self.config
+        return {"policy": Updater(self.nets["policy"].parameters(), c.learning_rate, grad_clip=c.grad_clip,
+                                  optimizer="adamw", weight_decay=c.weight_decay, betas=c.adam_betas,
+                                  name="policy")}
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        assert self.ema is not None
+        self.ema.model.to(self.device)
+
+    def _attach_data(self) -> None:
+        attach_chunk_windows(self, self.config.obs_horizon, self.config.pred_horizon)
+
+    def _update_learning_rate(self, optimizers: Any) -> None:
+        """SB3's schedule (cosine over the ``learn`` call) times a linear warm-up over ``lr_warmup_steps``."""
+        super()._update_learning_rate(optimizers)
+        w = self.config.lr_warmup_steps
+        if w > 0 and self._n_updates < w:
+            factor = (self._n_updates + 1) / w
+            for opt in optimizers if isinstance(optimizers, list) else [optimizers]:
+                for group in opt.param_groups:
+                    group["lr"] *= factor
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        policy: ActionChunkPolicy = self.nets["policy"]  # type: ignore[assignment]
+        cond = batch["obs"][:, : self.config.obs_horizon].flatten(1)  # (B, To * O)
+        loss, stats = policy.loss(batch["actions"], cond)  # actions (B, Tp, A)
+        self.updaters["policy"].step(loss)
+        assert self.ema is not None
+        self.ema.update(policy, self.num_timesteps)
+        return stats
+
+    def _sample_chunks(self, cond: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        assert self.ema is not None
+        self.chunks_sampled += cond.shape[0]
+        return self.ema.model.sample(cond, generator=self.eval_generator() if deterministic else None)  # type: ignore[operator]
+
+    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+             ) -> tuple[torch.Tensor, Any]:
+        c = self.config
+        return act_with_chunks(obs, state, episode_start, obs_horizon=c.obs_horizon, action_horizon=c.action_horizon,
+                               sample=lambda cond: self._sample_chunks(cond, deterministic))
+
+    def predict_chunk(self, obs_history: Any, deterministic: bool = True) -> np.ndarray:
+        """The ``Ta`` env-space actions to execute next, ``(Ta, A)`` for a history ``(K, O)`` (oldest first) or
+        ``(B, Ta, A)`` for ``(B, K, O)``; for ``ChunkedActionWrapper(env, Ta, obs_history=To)``."""
+        c = self.config
+        return predict_chunk_with(self, obs_history, c.obs_horizon, c.action_horizon,
+                                  lambda cond: self._sample_chunks(cond, deterministic))
+
+    def set_sampler(self, sampler: str, num_inference_steps: int | None = None, **kwargs: Any) -> None:
+        """Use another act-time sampler (e.g. ``"ddpm"`` with all levels, the paper's simulation setting)."""
+        assert self.ema is not None
+        self.ema.model.set_sampler(sampler, num_inference_steps, **kwargs)  # type: ignore[operator]

@@ -1,0 +1,188 @@
+"""Tianshou 2.0 integration: any diffagents agent as a Tianshou ``Policy`` and ``OfflineAlgorithm``.
+
+The Tianshou objects share the agent's modules, optimizers, EMA and normalizers, so training through Tianshou's
+``OfflineTrainer`` and through ``agent.learn()`` update the same weights, and ``agent.save()`` / ``Agent.load()``
+work before or after either (integration.md Sec. 2 for the 2.0 API).
+
+* :func:`as_policy` runs in ``Collector`` evaluation with Dummy / Subproc vector envs; plan and action-chunk caches
+  travel in Tianshou's ``state`` as a ``Batch`` (rows the Collector zeroes for finished envs restart the plan);
+  evaluation (outside a training step) is deterministic.
+* :func:`as_algorithm` trains from a Tianshou ``ReplayBuffer``: transition agents use the sampled transitions,
+  planner agents get horizon-H windows gathered with ``buffer.next`` (padding masked after episode ends) and
+  returns-to-go precomputed by ``process_buffer``.
+* :func:`from_minari` builds a ``ReplayBuffer`` from a Minari dataset (flattened observations, env-space actions;
+  ``process_buffer`` maps them into the policy's [-1, 1] space).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tianshou.algorithm.algorithm_base import OfflineAlgorithm, Policy, TrainingStats
+from tianshou.data import Batch, ReplayBuffer
+
+from diffagents.agents.plan_cache import PlanCache
+
+
+def from_minari(dataset: Any, *, drop_invalid: bool = False) -> ReplayBuffer:
+    """A Tianshou ``ReplayBuffer`` holding every transition of a Minari dataset (id, path or object).
+
+    Observations are flattened with the dataset's :class:`~diffagents.data.ObsFlattener`; ``terminated`` and
+    ``truncated`` come from the episodes (bootstrapping uses ``terminated`` only).
+    """
+    from diffagents.data import to_transitions
+
+    tr = to_transitions(dataset, drop_invalid=drop_invalid)
+    done = tr.terminations | tr.truncations
+    done[np.r_[np.flatnonzero(np.diff(tr.episode_ids)), len(done) - 1]] = True  # episode ends
+    return ReplayBuffer.from_data(obs=tr.observations, act=tr.actions, rew=tr.rewards, terminated=tr.terminations,
+                                  truncated=done & ~tr.terminations, done=done, obs_next=tr.next_observations)
+
+
+class DiffusionAgentPolicy(Policy):
+    """Tianshou ``Policy`` view of a diffagents agent (acts in [-1, 1]; Tianshou scales to the env bounds)."""
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__(action_space=agent.action_space, observation_space=agent.observation_space,
+                         action_scaling=True, action_bound_method="clip")
+        self.agent = agent
+        self.nets = agent.policy  # registers the agent's modules so train()/eval() and state_dict() reach them
+        if agent.ema is not None:
+            self.ema_model = agent.ema.model  # the acting weights belong to Tianshou's state_dict too
+
+    @staticmethod
+    def _obs(obs: Any) -> Any:
+        if isinstance(obs, Batch):
+            return {k: np.asarray(v) for k, v in obs.items()}
+        return np.asarray(obs)
+
+    def forward(self, batch: Batch, state: Any = None, **kwargs: Any) -> Batch:
+        agent = self.agent
+        obs_t, _ = agent._prepare_obs(self._obs(batch.obs))
+        cache, starts = None, None
+        if isinstance(state, Batch) and "age" in state.get_keys():
+            age = np.asarray(state.age, dtype=np.int64).reshape(-1)
+            starts = age == 0
+            extra = {k[len("extra_"):]: torch.as_tensor(v, device=agent.device) for k, v in state.items()
+                     if k.startswith("extra_")}
+            cache = PlanCache(plans=torch.as_tensor(state.plans, device=agent.device), age=age,
+                              extra=extra)
+        deterministic = not self.is_within_training_step
+        with torch.no_grad():
+            act, cache = agent._act(obs_t, cache, starts, deterministic)
+        new_state = None
+        if isinstance(cache, PlanCache) and cache.plans is not None:
+            new_state = Batch(plans=cache.plans, age=cache.age.copy(),
+                              **{f"extra_{k}": v for k, v in cache.extra.items()})
+        return Batch(act=act.float().cpu().numpy(), state=new_state)
+
+
+@dataclass(kw_only=True)
+class DiffusionTrainingStats(TrainingStats):
+    """The agent's per-step statistics as float attributes (``critic_loss``, ``bc_loss``, ...)."""
+
+    @classmethod
+    def of(cls, values: dict[str, float]) -> DiffusionTrainingStats:
+        stats = cls()
+        for key, value in values.items():
+            object.__setattr__(stats, key, value)
+        return stats
+
+
+class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
+    """Tianshou ``OfflineAlgorithm`` that runs the agent's own gradient step on buffer batches."""
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__(policy=DiffusionAgentPolicy(agent))
+        self.agent = agent
+        self.horizon: int | None = agent.config.horizon if agent.uses_windows else None
+
+    # -- data ----------------------------------------------------------------------------------------------
+    def process_buffer(self, buffer: ReplayBuffer) -> ReplayBuffer:
+        """Env-space actions -> [-1, 1]; fit missing normalizers; add returns-to-go for planners."""
+        buffer.set_array_at_key(self.policy.map_action_inverse(buffer.act), "act")
+        agent = self.agent
+        if "obs" not in agent.normalizers:
+            agent.normalizers["obs"] = agent._fit_obs_normalizer(np.asarray(buffer.obs[: len(buffer)]))
+        if self.horizon is not None:
+            from diffagents.data import discounted_returns
+
+            n = len(buffer)
+            rew = np.asarray(buffer.rew[:n], dtype=np.float32).copy()
+            penalty = getattr(agent.config, "termination_penalty", None)
+            if penalty is not None:
+                rew[np.asarray(buffer.terminated[:n], dtype=bool)] += penalty
+            ends = np.flatnonzero(np.asarray(buffer.done[:n], dtype=bool))
+            if len(ends) == 0 or ends[-1] != n - 1:
+                ends = np.r_[ends, n - 1]
+            lengths = np.diff(np.r_[-1, ends])
+            rtg = discounted_returns(rew, lengths, agent.config.discount)
+            buffer.set_array_at_key(rtg, "returns_to_go")
+        return buffer
+
+    def _windows(self, buffer: ReplayBuffer, indices: np.ndarray) -> dict[str, np.ndarray]:
+        assert self.horizon is not None
+        idx = [np.asarray(indices)]
+        valid = [np.ones(len(indices), dtype=bool)]
+        for _ in range(self.horizon - 1):
+            prev = idx[-1]
+            idx.append(buffer.next(prev))
+            valid.append(valid[-1] & ~np.asarray(buffer.done[prev], dtype=bool))
+        rows = np.stack(idx, axis=1)  # (B, H)
+        mask = np.stack(valid, axis=1)  # (B, H)
+        agent = self.agent
+        obs = agent._norm_obs_np(np.asarray(buffer.obs[rows], dtype=np.float32))
+        obs[~mask] = 0.0
+        act = np.asarray(buffer.act[rows], dtype=np.float32)
+        act[~mask] = 0.0
+        rtg = np.asarray(buffer.returns_to_go[rows], dtype=np.float32) * mask
+        return {"observations": obs, "actions": act, "returns_to_go": rtg, "mask": mask.astype(np.float32)}
+
+    def _preprocess_batch(self, batch: Any, buffer: ReplayBuffer, indices: np.ndarray) -> Any:
+        if self.horizon is not None:
+            return Batch(**self._windows(buffer, indices))
+        agent = self.agent
+        return Batch(obs=agent._norm_obs_np(np.asarray(batch.obs, dtype=np.float32)),
+                     action=np.asarray(batch.act, dtype=np.float32),
+                     reward=np.asarray(batch.rew, dtype=np.float32),
+                     next_obs=agent._norm_obs_np(np.asarray(batch.obs_next, dtype=np.float32)),
+                     terminated=np.asarray(batch.terminated, dtype=np.float32))
+
+    # -- update --------------------------------------------------------------------------------------------
+    def _update_with_batch(self, batch: Any) -> DiffusionTrainingStats:
+        agent = self.agent
+        tensors = {k: torch.as_tensor(np.asarray(v), device=agent.device) for k, v in batch.items()}
+        agent.policy.set_training_mode(True)
+        stats = agent._train_step(tensors)
+        agent.num_timesteps += 1
+        agent._n_updates += 1
+        from diffagents.training import check_finite
+
+        return DiffusionTrainingStats.of(check_finite(stats, agent.num_timesteps))
+
+
+def as_policy(agent: Any) -> DiffusionAgentPolicy:
+    """The agent as a Tianshou ``Policy`` (for ``Collector`` evaluation)."""
+    return DiffusionAgentPolicy(agent)
+
+
+def as_algorithm(agent: Any) -> DiffusionOfflineAlgorithm:
+    """The agent as a Tianshou ``OfflineAlgorithm`` sharing its modules (for ``OfflineTrainer``)."""
+    return DiffusionOfflineAlgorithm(agent)
+
+
+def checkpoint_fn(agent: Any, folder: str | Path) -> Any:
+    """A ``save_checkpoint_fn(epoch, env_step, gradient_step)`` for Tianshou trainer params that writes the
+    agent's safe checkpoint (needs a logger with ``save_interval``, integration.md gotcha 9)."""
+    out = Path(folder)
+
+    def save(epoch: int, env_step: int, gradient_step: int) -> str:
+        path = out / f"epoch_{epoch}.zip"
+        agent.save(path)
+        return str(path)
+
+    return save
