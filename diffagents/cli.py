@@ -115,9 +115,15 @@ def _train(algo: str, dataset_id: str, env_id: str | None, steps: int, seed: int
         agent = cls(env=env, dataset=ds, seed=seed, device=device, **overrides)
     except (TypeError, ValueError) as exc:
         raise CLIError(f"{algo}: {exc}") from exc
+    from diffagents.distributed import is_main_process
+
     t0 = time.perf_counter()
-    agent.learn(steps, progress_bar=progress)
+    ckpt_dir = f"{out}.checkpoints" if out else None
+    agent.learn(steps, progress_bar=progress and is_main_process(), checkpoint_dir=ckpt_dir,
+                checkpoint_every=max(1, min(1000, steps // 10 or 1)))
     train_s = time.perf_counter() - t0
+    if not is_main_process():  # under torchrun only rank 0 saves and evaluates
+        return {}
     if out:
         agent.save(out)
         console.print(f"saved {out}")

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from diffagents.distributed import average_gradients
+
 
 class NonFiniteError(FloatingPointError):
     """A loss or gradient became NaN/Inf; the message names the quantity and the step."""
@@ -75,6 +77,7 @@ class Updater:
         """zero_grad -> backward -> clip -> step. Returns the pre-clip grad norm (a tensor) when clipping."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(self.params)  # no-op unless running under torchrun with WORLD_SIZE > 1
         norm = None
         if self.grad_clip is not None:
             norm = nn.utils.clip_grad_norm_(self.params, self.grad_clip)

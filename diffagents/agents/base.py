@@ -33,6 +33,7 @@ from torch import nn
 from diffagents import __version__
 from diffagents.agents.config import AgentConfig
 from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
+from diffagents.distributed import broadcast_modules, is_main_process, local_device, maybe_init, rank
 from diffagents.rng import get_rng_state, set_rng_state
 from diffagents.spaces import space_from_dict, space_to_dict, spaces_equal
 from diffagents.training import EMA, Updater, autocast, check_finite, make_lr_schedule
@@ -94,6 +95,8 @@ class OfflineAgent(BaseAlgorithm):
         self.dataset = load_dataset(dataset) if dataset is not None else None
         if env is None and self.dataset is None and _spaces is None:
             raise ValueError("env/dataset: at least one of env or dataset is needed to know the spaces, got neither")
+        self._distributed = False
+        device = local_device(device)
         super().__init__(
             policy=ModuleBundle, env=env, learning_rate=make_lr_schedule(self.config.learning_rate,
                                                                          self.config.lr_schedule),
@@ -204,6 +207,9 @@ class OfflineAgent(BaseAlgorithm):
         modules = self._build(self.obs_dim, self.act_dim)
         self.policy = ModuleBundle(self.observation_space, self.action_space, modules).to(self.device)
         self.updaters = self._make_updaters()
+        self._distributed = maybe_init(self.device)
+        if self._distributed:
+            broadcast_modules([self.policy] + ([self.ema.model] if self.ema is not None else []))
         if self.dataset is not None:
             self._attach_data()
 
@@ -280,6 +286,15 @@ class OfflineAgent(BaseAlgorithm):
         else:
             total_timesteps, cb = self._setup_learn(total_timesteps, callback, reset_num_timesteps,
                                                     tb_log_name or type(self).__name__, progress_bar)
+        main = is_main_process()
+        if not main:  # only rank 0 logs, evaluates and checkpoints
+            ckpt_dir, log_interval = None, 0
+            cb = ConvertCallback(None)
+            cb.init_callback(self)
+        batch_gen = None
+        if self._distributed:  # each rank draws its own minibatches
+            batch_gen = torch.Generator(device=self.device).manual_seed(
+                (self.seed or 0) * 1000 + rank() + 7919 * self.num_timesteps)
         cb.on_training_start(locals(), globals())
         self.policy.set_training_mode(True)
         stats: dict[str, torch.Tensor] = {}
@@ -287,7 +302,7 @@ class OfflineAgent(BaseAlgorithm):
         while self.num_timesteps < total_timesteps:
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             self._update_learning_rate([u.optimizer for u in self.updaters.values()])
-            batch = self._sampler.sample(self.config.batch_size)
+            batch = self._sampler.sample(self.config.batch_size, generator=batch_gen)
             with autocast(self.device, self.config.precision):
                 stats = self._train_step(batch)
             self.num_timesteps += 1
