@@ -161,6 +161,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from diffagents import zoo
+
+    console = Console()
+    if args.action == "list":
+        table = Table(title="diffagents zoo")
+        for col in ("id", "algorithm", "dataset", "normalized score", "trained"):
+            table.add_column(col)
+        for row in zoo.list_agents(trained_only=False):
+            score = "" if row["score"] is None else f"{row['score']:.1f}"
+            table.add_row(row["id"], row["algo"], row["dataset"], score, "yes" if row["trained"] else "no")
+        console.print(table)
+        return 0
+    if not args.id:
+        raise CLIError(f"zoo {args.action}: missing ZOO_ID (see `diffagents zoo list`)")
+    try:
+        if args.action == "train":
+            info = zoo.train(args.id, device=args.device, progress_bar=not args.no_progress)
+            console.print_json(json.dumps(info))
+        elif args.action == "eval":
+            console.print_json(json.dumps(zoo.evaluate(args.id, n_episodes=args.episodes, seed=args.seed,
+                                                       device=args.device)))
+        else:  # enjoy
+            from diffagents.zoo.enjoy import record_episode
+
+            path = record_episode(args.id, args.output or f"{args.id}.gif", seed=args.seed)
+            console.print(f"wrote {path}")
+    except (KeyError, FileNotFoundError) as exc:
+        raise CLIError(str(exc).strip("'\"")) from exc
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """Generate a local Pendulum dataset, train a diffusion policy briefly, evaluate it."""
     result = _train("diffusionql", "diffagents/pendulum/expert-v0", None, args.steps, args.seed, args.out,
@@ -204,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval)
+
+    z = sub.add_parser("zoo", help="pretrained agents shipped with the package")
+    z.add_argument("action", choices=["list", "eval", "enjoy", "train"])
+    z.add_argument("id", nargs="?", help="zoo id, e.g. diffusionql-pendulum-expert")
+    z.add_argument("--episodes", type=int, default=20)
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--device", default="auto")
+    z.add_argument("--output", default=None, help="enjoy: GIF/MP4 path")
+    z.add_argument("--no-progress", action="store_true")
+    z.set_defaults(func=cmd_zoo)
 
     q = sub.add_parser("quickstart", help="local dataset -> short DiffusionQL training -> evaluation")
     q.add_argument("--steps", type=int, default=3000)

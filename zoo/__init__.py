@@ -1,0 +1,19 @@
+"""The pretrained zoo, shipped inside the package (no network): ``diffagents.zoo``.
+
+Zoo ids are ``<algo>-<env>-<dataset>`` in lower case (``diffusionql-pendulum-expert``). Each entry has a recipe
+(``recipes/<id>.yaml``: algorithm, dataset recipe, env, gradient steps, seed, hyperparameters), weights
+(``weights/<id>.zip``, the JSON + safetensors checkpoint format of :mod:`diffagents.persistence`, never unpickled)
+and a model card (``cards/<id>.json``: dataset, steps, seed, hardware, wall time, the command that reproduces it
+and the evaluation, mean +- std over >= 20 episodes with the normalized score).
+
+    >>> from diffagents import zoo
+    >>> zoo.list_agents()
+    >>> agent = zoo.load("diffusionql-pendulum-expert")
+    >>> zoo.evaluate("diffusionql-pendulum-expert", n_episodes=20, seed=0)
+"""
+
+from __future__ import annotations
+
+from diffagents.zoo.registry import ZooEntry, card, entries, evaluate, list_agents, load, train
+
+__all__ = ["ZooEntry", "card", "entries", "evaluate", "list_agents", "load", "train"]

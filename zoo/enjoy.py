@@ -1,0 +1,33 @@
+"""Record an episode of a zoo agent to a GIF or MP4 (``diffagents zoo enjoy ID``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def record_episode(zoo_id: str, path: str | Path, *, seed: int = 0, max_steps: int = 1000, fps: int = 30) -> Path:
+    """Run one deterministic episode with ``render_mode="rgb_array"`` and write the frames with imageio."""
+    import gymnasium as gym
+    import imageio.v2 as imageio
+
+    from diffagents.zoo.registry import _entry, _env, load
+
+    entry = _entry(zoo_id)
+    base = _env(entry)
+    env = gym.make(base.spec.id, render_mode="rgb_array", **(base.spec.kwargs or {})) if base.spec else base
+    agent = load(zoo_id, env=env)
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()]
+    state, start = None, np.array([True])
+    for _ in range(max_steps):
+        action, state = agent.predict(obs, state=state, episode_start=start, deterministic=True)
+        start = np.array([False])
+        obs, _, term, trunc, _ = env.step(action)
+        frames.append(env.render())
+        if term or trunc:
+            break
+    out = Path(path)
+    imageio.mimsave(out, [np.asarray(f) for f in frames if f is not None], duration=1000 / fps)
+    return out
