@@ -28,6 +28,10 @@ AGENTS: list[tuple[str, dict[str, Any]]] = [
                       ema_start=2, replan_every=2)),
     ("DecisionDiffuser", dict(horizon=8, dim=8, dim_mults=(1, 2), n_diffusion_steps=5, batch_size=8, ema_start=2,
                               history=1, returns_scale=100.0)),
+    ("DiffusionPolicy", dict(obs_horizon=2, pred_horizon=8, action_horizon=4, dim=8, dim_mults=(1, 2),
+                             n_diffusion_steps=10, sampler_steps=3, batch_size=8, lr_warmup_steps=2)),
+    ("CPQL", dict(hidden=(32, 32), critic_hidden=(32, 32), batch_size=16, n_candidates=4, ema_start=2,
+                  ema_every=1, n_scales=8)),
 ]
 
 

@@ -12,6 +12,9 @@ _AGENTS = {
     "cpql": ("diffagents.agents.cpql", "CPQL"),
     "diffuser": ("diffagents.agents.diffuser", "Diffuser"),
     "decisiondiffuser": ("diffagents.agents.decision_diffuser", "DecisionDiffuser"),
+    "distilledpolicy": ("diffagents.agents.distill", "DistilledPolicy"),
+    "offlinecpql": ("diffagents.agents.cpql", "OfflineCPQL"),
+    "onlinecpql": ("diffagents.agents.cpql", "OnlineCPQL"),
 }
 
 

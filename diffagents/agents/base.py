@@ -469,7 +469,12 @@ class OfflineAgent(BaseAlgorithm):
         if cls is OfflineAgent:
             from diffagents.agents import get_agent_class
 
-            target = get_agent_class(str(algo))
+            try:
+                target = get_agent_class(str(algo))
+            except ValueError as exc:
+                raise CheckpointError(f"checkpoint {str(path)!r}: {exc}") from exc
+            if not issubclass(target, OfflineAgent):
+                return target.load(path, env=env, device=device)  # type: ignore[no-any-return]
         try:
             obs_space = space_from_dict(ckpt.meta["observation_space"])
             act_space = space_from_dict(ckpt.meta["action_space"])

@@ -26,6 +26,7 @@ describes, ``bc_loss="recon"`` the reconstruction term the official code's ``ter
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,7 +171,7 @@ def cpql_train_step(actor: ConsistencyActionPolicy, ema: EMA, critic: TwinQ, cri
     q1n, q2n = critic(obs, actor.sample(obs))
     if not q_normalize:
         q_loss = -torch.minimum(q1n, q2n).mean()
-    elif np.random.uniform() > 0.5:
+    elif random.random() > 0.5:  # the critic in the numerator is picked at random (official code)
         q_loss = -q1n.mean() / q2n.abs().mean().detach()
     else:
         q_loss = -q2n.mean() / q1n.abs().mean().detach()

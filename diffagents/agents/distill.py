@@ -34,6 +34,7 @@ from torch import nn
 from diffagents.agents.base import OfflineAgent
 from diffagents.agents.config import AgentConfig
 from diffagents.diffusion import DDIMSampler
+from diffagents.nn import TwinQ
 from diffagents.roles import select_candidates
 from diffagents.roles.consistency_policy import DistilledConsistencyPolicy
 from diffagents.training import EMA, Updater
@@ -54,7 +55,6 @@ class DistillConfig(AgentConfig):
         init_from_teacher: start ``F`` from the teacher's weights.
     """
 
-    learning_rate: float = 1e-4
     teacher: str = "DiffusionQL"
     teacher_config: dict[str, Any] = field(default_factory=dict)
     n_levels: int | None = None
@@ -175,12 +175,15 @@ class DistilledPolicy(OfflineAgent):
             tc = self.teacher_config
             return act_with_chunks(obs, state, episode_start, obs_horizon=tc.obs_horizon,
                                    action_horizon=tc.action_horizon, sample=lambda c: self._sample(c, deterministic))
-        n = self.config.n_candidates or getattr(self.teacher_config, "n_candidates", 1)
+        n = self.config.n_candidates
+        if n is None:
+            n = int(getattr(self.teacher_config, "n_candidates", 1))
         if "critic" not in self.nets or n == 1:
             return self._sample(obs, deterministic), state
         obs_rep = obs.repeat_interleave(n, dim=0)  # (B*n, O)
         cand = self._sample(obs_rep, deterministic)
-        q = self.nets["critic"].q_min(obs_rep, cand)  # (B*n,)
+        critic: TwinQ = self.nets["critic"]  # type: ignore[assignment]
+        q = critic.q_min(obs_rep, cand)  # (B*n,)
         return select_candidates(cand, q, n, deterministic=deterministic), state
 
     def predict_chunk(self, obs_history: Any, deterministic: bool = True) -> np.ndarray:
@@ -195,7 +198,7 @@ class DistilledPolicy(OfflineAgent):
 
 
 def distill(agent: OfflineAgent, steps: int = 10_000, batch_size: int | None = None, *, dataset: Any = None,
-            n_levels: int | None = None, learning_rate: float = 1e-4, ema_decay: float = 0.95,
+            n_levels: int | None = None, learning_rate: float = 3e-4, ema_decay: float = 0.95,
             n_candidates: int | None = None, init_from_teacher: bool = True, seed: int | None = None,
             callback: Any = None, progress_bar: bool = False, verbose: int = 0, **hyperparameters: Any
             ) -> DistilledPolicy:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -71,7 +71,8 @@ class MADiffConfig(AgentConfig):
         shared_inv_dyn / inv_hidden / inv_batch_size: inverse dynamics (per-agent 2 x 256 on MPE).
         ema_decay / ema_start / ema_every: EMA of the planner used to act (0.995).
         replan_every: replan every k steps (1 = MADiff's per-step replanning).
-        sampler / sampler_steps / clip_denoised: act-time sampler (DDPM over all levels, clip to [-1, 1]).
+        sampler / sampler_steps / clip_denoised: act-time sampler (DDPM over all levels; clip the x0 estimate to
+            [-1, 1], applied only with the ``"cdf"`` or ``"minmax"`` normalizers, whose data lie in [-1, 1]).
         pad_mode / loss_on_padding: windows past the episode end repeat the final observation (``"edge"``,
             MADiff's ``use_zero_padding=False``) and are trained on (``pred_future_padding=True``).
         grad_clip: optional gradient-norm clip.
@@ -246,7 +247,8 @@ class AgentSpec:
         if missing or extra:
             raise ValueError(f"observation: missing agent(s) {missing}, unknown agent(s) {extra}; expected the keys "
                              f"{self.agents}")
-        shape, rows, batch = self.obs_shape, [], None
+        shape, batch = self.obs_shape, None
+        rows: list[np.ndarray] = []
         for a in self.agents:
             try:
                 arr = np.asarray(observation[a], dtype=np.float32)
@@ -459,6 +461,7 @@ class MADiff:
     def _build(self) -> None:
         c, spec = self.config, self.spec
         n, d = spec.n_agents, spec.obs_dim
+        clip = c.clip_denoised and c.obs_normalization in ("cdf", "minmax")  # only these map data to [-1, 1]
         diffusion = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
                                       prediction_type="eps")
         unet = JointTemporalUNet(d, n, c.dim, c.dim_mults, cond_dim=1, activation=c.activation,
@@ -466,7 +469,7 @@ class MADiff:
                                  n_heads=c.n_heads, attention=c.attention)
         self.planner = JointPlanner(unet, diffusion, c.window, n, d, history=c.history, sampler=c.sampler,
                                     num_inference_steps=c.sampler_steps,
-                                    clip_sample=1.0 if c.clip_denoised else None).to(self.device)
+                                    clip_sample=1.0 if clip else None).to(self.device)
         self.inv_dyn = AgentInverseDynamics(d, spec.act_dim, n, shared=c.shared_inv_dyn,
                                             hidden=c.inv_hidden).to(self.device)
         self.ema = EMA(self.planner, decay=c.ema_decay, start_step=c.ema_start, update_every=c.ema_every)
@@ -534,7 +537,7 @@ class MADiff:
             self.planner.eval()
             self.inv_dyn.eval()
         if stats:
-            check_finite(stats, self.num_timesteps)
+            check_finite(cast(dict[str, Any], stats), self.num_timesteps)
         return self
 
     def _train_step(self) -> dict[str, torch.Tensor]:
@@ -557,7 +560,7 @@ class MADiff:
         return stats | inv_stats
 
     def _log(self, stats: dict[str, torch.Tensor], steps_per_s: float) -> dict[str, float]:
-        values = check_finite(stats, self.num_timesteps)
+        values = check_finite(cast(dict[str, Any], stats), self.num_timesteps)
         for key, value in values.items():
             self.logger.record(f"train/{key}", value)
         self.logger.record("time/grad_steps_per_s", steps_per_s)

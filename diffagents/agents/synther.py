@@ -168,8 +168,9 @@ class SynthER:
         self.normalizer: GaussianNormalizer | None = None
         self.num_timesteps = 0
         self.fit_log: list[dict[str, float]] = []
-        torch.manual_seed(self.seed)
-        self.synth = self._build().to(self.device)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+            torch.manual_seed(self.seed)
+            self.synth = self._build().to(self.device)
         self.ema: EMA | None = None
 
     # ------------------------------------------------------------------ construction
@@ -247,13 +248,14 @@ class SynthER:
         o, a = self.obs_dim, self.act_dim
         obs, nxt = x[:, :o], x[:, o + a + 1: 2 * o + a + 1]
         if self.config.clip_observations:
-            obs, nxt = self._clip_obs(obs), self._clip_obs(nxt)
+            obs, nxt = self.clip_obs(obs), self.clip_obs(nxt)
         act = np.clip(x[:, o:o + a], self.action_space.low.reshape(-1), self.action_space.high.reshape(-1))
         return {"observations": obs.astype(np.float32), "actions": act.astype(np.float32),
                 "rewards": x[:, o + a].astype(np.float32), "next_observations": nxt.astype(np.float32),
                 "terminations": x[:, -1] > self.config.terminal_threshold}
 
-    def _clip_obs(self, obs: np.ndarray) -> np.ndarray:
+    def clip_obs(self, obs: np.ndarray) -> np.ndarray:
+        """Clip flat observations to the finite bounds of the observation space."""
         low = np.where(np.isfinite(self.flattener.low), self.flattener.low, -np.inf)
         high = np.where(np.isfinite(self.flattener.high), self.flattener.high, np.inf)
         return np.clip(obs, low, high)
@@ -287,7 +289,9 @@ class SynthER:
         c = self.config
         x = self.to_matrix(self._arrays(data))
         if refit_normalizer or self.normalizer is None:
-            self.normalizer = GaussianNormalizer().fit(x)
+            norm = GaussianNormalizer()
+            norm.fit(x)
+            self.normalizer = norm
         assert self.normalizer is not None
         xn = torch.from_numpy(self.normalizer.normalize(x).astype(np.float32)).to(self.device)  # (N, D)
         steps = c.train_steps if steps is None else int(steps)
@@ -311,7 +315,7 @@ class SynthER:
             updater.step(loss)
             self.ema.update(net, step)
             if step % log_every == 0 or step == steps - 1:
-                losses.append(check_finite(stats, self.num_timesteps + step)["diffusion_loss"])
+                losses.append(check_finite(dict(stats), self.num_timesteps + step)["diffusion_loss"])
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -525,7 +529,7 @@ def write_upsampled(gen: SynthER, ds: Any, n: int, new_id: str | None, *, seed: 
         if not spaces_equal(a, b):
             raise ValueError(f"{label}: the generator was built for {b} but the dataset has {a}")
     syn = gen.sample(n, seed=seed, batch_size=batch_size)
-    buffers = []
+    buffers: list[Any] = []
     for ep in ds.iterate_episodes():
         buffers.append(EpisodeBuffer(id=len(buffers), observations=ep.observations, actions=ep.actions,
                                      rewards=np.asarray(ep.rewards), terminations=np.asarray(ep.terminations),

@@ -1,6 +1,10 @@
-"""Axis 4: what a diffusion sample means for RL (action policy, trajectory planner, transition synthesizer)."""
+"""Axis 4: what a diffusion sample means for RL (action policy, action chunks, consistency policy, trajectory
+planner, transition synthesizer, joint multi-agent planner)."""
 
 from diffagents.roles.action_policy import DiffusionActionPolicy, select_candidates
+from diffagents.roles.chunk_policy import ActionChunkPolicy
+from diffagents.roles.consistency_policy import ConsistencyActionPolicy, DistilledConsistencyPolicy
 from diffagents.roles.planner import TrajectoryPlanner
 
-__all__ = ["DiffusionActionPolicy", "TrajectoryPlanner", "select_candidates"]
+__all__ = ["ActionChunkPolicy", "ConsistencyActionPolicy", "DiffusionActionPolicy", "DistilledConsistencyPolicy",
+           "TrajectoryPlanner", "select_candidates"]
