@@ -91,8 +91,8 @@ def _train(algo: str, dataset_id: str, env_id: str | None, steps: int, seed: int
     from rich.console import Console
 
     from diffagents.agents import get_agent_class
-    from diffagents.data import make_dataset
     from diffagents.data import load_dataset as load_ds
+    from diffagents.data import make_dataset
     from diffagents.evaluation import evaluate_agent
 
     console = Console()

@@ -15,7 +15,7 @@ import torch
 
 def get_rng_state() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Return ``(json_meta, arrays)`` describing all RNG states."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]  # noqa: NPY002
     py_version, py_state, py_gauss = random.getstate()
     meta = {"numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
             "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss}}
@@ -30,7 +30,7 @@ def get_rng_state() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 def set_rng_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Restore what :func:`get_rng_state` captured; raises KeyError if parts are missing."""
     n = meta["numpy"]
-    np.random.set_state((n["kind"], arrays["rng/numpy_keys"], n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state((n["kind"], arrays["rng/numpy_keys"], n["pos"], n["has_gauss"], n["cached"]))  # noqa: NPY002
     p = meta["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     torch.set_rng_state(torch.from_numpy(np.ascontiguousarray(arrays["rng/torch"])))

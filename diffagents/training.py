@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -129,7 +129,7 @@ class EMA:
         if step % self.update_every:
             return
         src = [p.detach() for p in model.parameters()]
-        dst = list(self.model.parameters())
+        dst: list[torch.Tensor] = list(self.model.parameters())
         if step < self.start_step:
             torch._foreach_copy_(dst, src)
         else:
@@ -149,10 +149,11 @@ class EMA:
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """``target <- (1 - tau) target + tau source`` (target networks, Lillicrap et al. 2016)."""
-    torch._foreach_lerp_(list(target.parameters()), [p.detach() for p in source.parameters()], tau)
+    dst: list[torch.Tensor] = list(target.parameters())
+    torch._foreach_lerp_(dst, [p.detach() for p in source.parameters()], tau)
 
 
-def check_finite(stats: dict[str, torch.Tensor | float], step: int) -> dict[str, float]:
+def check_finite(stats: Mapping[str, torch.Tensor | float], step: int) -> dict[str, float]:
     """Convert logged statistics to floats and raise :class:`NonFiniteError` on NaN/Inf.
 
     Called at logging intervals only (it synchronises with the device).

@@ -10,13 +10,13 @@ import argparse
 
 import gymnasium as gym
 import torch
+from diffagents.wrappers.tianshou import as_algorithm, from_minari
 from tianshou.data import Collector, CollectStats
 from tianshou.env import DummyVectorEnv
 from tianshou.trainer import OfflineTrainerParams
 
 from diffagents import DiffusionQL
 from diffagents.data import make_dataset
-from diffagents.wrappers.tianshou import as_algorithm, from_minari
 
 
 def main() -> None:

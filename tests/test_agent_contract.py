@@ -12,11 +12,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from agent_fixtures import make_pendulum_dataset
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from agent_fixtures import make_pendulum_dataset
 from diffagents.agents import get_agent_class
 from diffagents.persistence import CheckpointError
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from agent_fixtures import make_pendulum_dataset
+
 from diffagents.persistence import read_checkpoint
 
 SCRIPT = """

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from agent_fixtures import make_pendulum_dataset
+
 from diffagents.persistence import read_checkpoint
 
 SCRIPT = """

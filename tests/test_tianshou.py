@@ -10,6 +10,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from agent_fixtures import make_mountaincar_dataset, make_pendulum_dataset
+from diffagents.wrappers.tianshou import as_algorithm, as_policy, checkpoint_fn, from_minari
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from tianshou.algorithm.algorithm_base import policy_within_training_step
@@ -17,9 +19,7 @@ from tianshou.data import Batch, Collector, CollectStats
 from tianshou.env import DummyVectorEnv, SubprocVectorEnv
 from tianshou.trainer import OfflineTrainerParams
 
-from agent_fixtures import make_mountaincar_dataset, make_pendulum_dataset
-from diffagents import DiffusionQL, Diffuser
-from diffagents.wrappers.tianshou import as_algorithm, as_policy, checkpoint_fn, from_minari
+from diffagents import Diffuser, DiffusionQL
 
 SMALL_QL = dict(hidden=(64, 64), critic_hidden=(64, 64), batch_size=64, n_candidates=4, eta=0.0)
 SMALL_DIFFUSER = dict(horizon=8, dim=32, dim_mults=(1, 2), n_diffusion_steps=5, batch_size=8, n_samples=2,
@@ -101,8 +101,8 @@ def test_subproc_collector_runs(datasets: Any) -> None:
 
 
 def test_offline_trainer_improves_return(datasets: Any, tmp_path: Path) -> None:
-    from torch.utils.tensorboard import SummaryWriter
     from tianshou.utils import TensorboardLogger
+    from torch.utils.tensorboard import SummaryWriter
 
     car = datasets["car"]
     agent = DiffusionQL(env=gym.make("MountainCarContinuous-v0"), dataset=car, seed=0, **SMALL_QL)

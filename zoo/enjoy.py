@@ -11,7 +11,6 @@ def record_episode(zoo_id: str, path: str | Path, *, seed: int = 0, max_steps: i
     """Run one deterministic episode with ``render_mode="rgb_array"`` and write the frames with imageio."""
     import gymnasium as gym
     import imageio.v2 as imageio
-
     from diffagents.zoo.registry import _entry, _env, load
 
     entry = _entry(zoo_id)

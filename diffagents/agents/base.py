@@ -25,15 +25,20 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback, ProgressBarCallback
+from stable_baselines3.common.callbacks import (
+    BaseCallback,
+    CallbackList,
+    ConvertCallback,
+    ProgressBarCallback,
+)
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import configure_logger
 from torch import nn
 
 from diffagents import __version__
 from diffagents.agents.config import AgentConfig
-from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
 from diffagents.distributed import broadcast_modules, is_main_process, local_device, maybe_init, rank
+from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
 from diffagents.rng import get_rng_state, set_rng_state
 from diffagents.spaces import space_from_dict, space_to_dict, spaces_equal
 from diffagents.training import EMA, Updater, autocast, check_finite, make_lr_schedule
@@ -74,6 +79,7 @@ class OfflineAgent(BaseAlgorithm):
     """
 
     config_class: ClassVar[type[AgentConfig]] = AgentConfig
+    action_space: spaces.Box
     uses_windows: ClassVar[bool] = False
     """True for agents trained on trajectory windows (planners) rather than transitions."""
     policy: ModuleBundle
@@ -398,7 +404,7 @@ class OfflineAgent(BaseAlgorithm):
         self.policy.set_training_mode(False)
         with torch.no_grad(), autocast(self.device, self.config.precision):
             actions, state = self._act(obs, state, episode_start, deterministic)
-        act = self.unscale_action(actions.float().cpu().numpy()).reshape((-1, *self.action_space.shape))
+        act = self.unscale_action(actions.float().cpu().numpy()).reshape((-1, *tuple(self.action_space.shape)))
         return (act if vectorized else act[0]), state
 
     def eval_generator(self) -> torch.Generator:

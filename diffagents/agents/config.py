@@ -52,7 +52,7 @@ class AgentConfig:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown fields {unknown}")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kwargs)
+        return cls(**kwargs)  # type: ignore[arg-type]
 
 
 def _jsonable(v: Any) -> Any:

@@ -136,7 +136,7 @@ class DecisionDiffuser(OfflineAgent):
             cache.extra["history"] = hist
         if len(idx):
             sub = torch.as_tensor(idx, device=obs.device)
-            known = hist[sub] if k else obs[sub][:, None]
+            known = hist[sub] if hist is not None else obs[sub][:, None]
             cache.store(idx, self._plan(known, deterministic))
         plans, age = cache.current()
         rows = torch.arange(obs.shape[0], device=obs.device)

@@ -162,7 +162,8 @@ class DiffusionQL(OfflineAgent):
         else:
             new_action = self.actor.sample(obs)
         q1_new, q2_new = self.critic(obs, new_action)
-        q_loss = normalized_q_loss(q1_new, q2_new) if np.random.uniform() > 0.5 else normalized_q_loss(q2_new, q1_new)
+        coin = np.random.uniform()  # noqa: NPY002 (the legacy global RNG is captured by checkpoints)
+        q_loss = normalized_q_loss(q1_new, q2_new) if coin > 0.5 else normalized_q_loss(q2_new, q1_new)
         actor_loss = bc_loss + c.eta * q_loss
         self.updaters["actor"].step(actor_loss)
         assert self.ema is not None
@@ -181,7 +182,8 @@ class DiffusionQL(OfflineAgent):
         obs_rep, cand = actor.sample_candidates(obs, n, generator=gen)
         if n == 1:
             return cand, state
-        q = self.nets["critic_target"].q_min(obs_rep, cand)
+        critic_target: TwinQ = self.nets["critic_target"]  # type: ignore[assignment]
+        q = critic_target.q_min(obs_rep, cand)
         return select_candidates(cand, q, n, deterministic=deterministic), state
 
     def set_sampler(self, sampler: str, num_inference_steps: int | None = None, **kwargs: Any) -> None:

@@ -97,7 +97,8 @@ class IDQL(OfflineAgent):
     def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.config
         obs, action = batch["obs"], batch["action"]
-        critic, critic_target, value = self.nets["critic"], self.nets["critic_target"], self.nets["value"]
+        critic, value = self.nets["critic"], self.nets["value"]
+        critic_target: TwinQ = self.nets["critic_target"]  # type: ignore[assignment]
         with torch.no_grad():
             q_t = critic_target.q_min(obs, action)
         v_loss = expectile_loss(q_t - value(obs), c.expectile)
@@ -107,7 +108,8 @@ class IDQL(OfflineAgent):
         q1, q2 = critic(obs, action)
         q_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
         self.updaters["critic"].step(q_loss)
-        bc_loss, _ = self.nets["actor"].loss(action, obs)
+        actor: DiffusionActionPolicy = self.nets["actor"]  # type: ignore[assignment]
+        bc_loss, _ = actor.loss(action, obs)
         self.updaters["actor"].step(bc_loss)
         assert self.ema is not None
         self.ema.update(self.nets["actor"], self.num_timesteps)
@@ -124,7 +126,8 @@ class IDQL(OfflineAgent):
         obs_rep, cand = actor.sample_candidates(obs, n, generator=gen)
         if n == 1:
             return cand, state
-        q = self.nets["critic_target"].q_min(obs_rep, cand).view(-1, n)  # (B, n)
+        critic_target: TwinQ = self.nets["critic_target"]  # type: ignore[assignment]
+        q = critic_target.q_min(obs_rep, cand).view(-1, n)  # (B, n)
         b = q.shape[0]
         if deterministic or self.config.selection == "argmax":
             idx = q.argmax(dim=1)

@@ -13,6 +13,8 @@ import math
 import numpy as np
 import torch
 
+from diffagents.diffusion.samplers import level_tensors
+
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> list[float]:
     """Karras et al. (2022) Eq. (5): ``n`` sigmas decreasing from ``sigma_max`` to ``sigma_min``."""
@@ -64,8 +66,8 @@ class ConsistencySampler:
         """No multistep state."""
 
     def timestep_tensors(self, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> list[torch.Tensor]:
-        levels = torch.tensor(self.timesteps, dtype=dtype, device=device)
-        return [levels[i].expand(batch_size) for i in range(len(self.timesteps))]
+        """The sigmas as ``(B,)`` tensors to pass to the denoiser (cached per batch size, device and dtype)."""
+        return level_tensors(self, self.timesteps, batch_size, device, dtype)
 
     def step(self, model_output: torch.Tensor, i: int, x: torch.Tensor, generator: torch.Generator | None = None,
              temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

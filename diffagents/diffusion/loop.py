@@ -15,8 +15,17 @@ import torch
 
 @runtime_checkable
 class Sampler(Protocol):
-    timesteps: Sequence[float] | Sequence[int]
-    init_noise_sigma: float
+    """What :func:`sample_loop` needs from a sampler (``DiscreteSampler`` subclasses, ``ConsistencySampler``).
+
+    A sampler may also define ``advance(model_output, i, x, generator, temperature) -> x_prev``, a cheaper
+    ``step`` without the x0 estimate, which the loop then uses for every step but the last.
+    """
+
+    @property
+    def timesteps(self) -> Sequence[float]: ...  # the levels (or sigmas) visited, first to last
+
+    @property
+    def init_noise_sigma(self) -> float: ...
 
     def reset(self) -> None: ...
 
@@ -67,7 +76,8 @@ def sample_loop(
         start_index: index into ``sampler.timesteps`` to start from (used with ``x_init``).
         generator: RNG for the initial and per-step noise.
         temperature: scale of the initial and per-step noise (1 = the trained process).
-        return_x0: also return... (if True return the final x0 estimate; they coincide for all samplers here).
+        return_x0: return the sampler's last x0 estimate instead of the sample (before the guides'
+            ``after_step``; without guides the two coincide, since every sampler's last step returns x0).
 
     Returns:
         The final samples, shape ``shape``.
@@ -85,12 +95,18 @@ def sample_loop(
     for g in guides:
         x = g.after_step(x, start_index - 1, sampler)
     x0 = x
-    for i in range(start_index, len(levels)):
+    last = len(levels) - 1
+    # ``advance`` (when the sampler has it) skips the x0 estimate, which only the last step needs
+    advance = getattr(sampler, "advance", None)
+    for i in range(start_index, last + 1):
         t = levels[i]
         for g in guides:
             x = g.before_denoise(x, i, t, sampler)
         out = denoiser(x, t, cond)
-        x, x0 = sampler.step(out, i, x, generator, temperature)
+        if advance is not None and i < last:
+            x = advance(out, i, x, generator, temperature)
+        else:
+            x, x0 = sampler.step(out, i, x, generator, temperature)
         for g in guides:
             x = g.after_step(x, i, sampler)
     return x0 if return_x0 else x
