@@ -1,0 +1,164 @@
+"""Offline RL quality: our diffusion agents vs d3rlpy BC / TD3+BC / IQL on the same data and gradient steps.
+
+Each (dataset, algorithm, seed) run trains for ``--steps`` gradient steps, evaluates ``--episodes``
+deterministic episodes on the dataset's eval env and appends one JSON line to ``--out`` (runs already there are
+skipped, so the benchmark can be resumed or split across processes). ``--table`` aggregates a results file into
+a markdown table of normalized scores (mean +- std over seeds).
+
+    python benchmarks/offline_benchmark.py --datasets diffagents/pendulum/expert-v0 --algos diffusionql bc \\
+        --seeds 0 1 2 --steps 5000 --out benchmarks/results/offline_pendulum.jsonl
+    python benchmarks/offline_benchmark.py --table benchmarks/results/offline_pendulum.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+OURS = {"diffusionql", "idql", "diffusionpolicy", "cpql", "diffuser", "decisiondiffuser"}
+D3RLPY = {"bc", "td3+bc", "iql"}
+
+
+def run_ours(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int, ref: Any,
+             hyper: dict[str, Any]) -> dict[str, Any]:
+    from diffagents.agents import get_agent_class
+    from diffagents.evaluation import evaluate_agent
+
+    agent = get_agent_class(algo)(env=env, dataset=ds, seed=seed, **hyper)
+    t0 = time.perf_counter()
+    agent.learn(steps)
+    train_s = time.perf_counter() - t0
+    res = evaluate_agent(agent, env, n_episodes=episodes, seed=10_000 + seed, ref_scores=ref)
+    return {"train_s": train_s, "returns": res.returns.tolist()}
+
+
+def run_d3rlpy(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int) -> dict[str, Any]:
+    import d3rlpy
+
+    from diffagents.data import to_transitions
+
+    tr = to_transitions(ds)
+    ends = np.zeros(len(tr.rewards), dtype=bool)
+    ends[np.r_[np.flatnonzero(np.diff(tr.episode_ids)), len(ends) - 1]] = True
+    dataset = d3rlpy.dataset.MDPDataset(observations=tr.observations, actions=tr.actions, rewards=tr.rewards,
+                                        terminals=tr.terminations.astype(np.float32),
+                                        timeouts=(ends & ~tr.terminations).astype(np.float32))
+    low, high = env.action_space.low, env.action_space.high
+    common = dict(action_scaler=d3rlpy.preprocessing.MinMaxActionScaler(minimum=low, maximum=high),
+                  observation_scaler=d3rlpy.preprocessing.StandardObservationScaler())
+    d3rlpy.seed(seed)
+    if algo == "bc":
+        model = d3rlpy.algos.BCConfig(batch_size=256, **common).create(device="cpu:0")
+    elif algo == "td3+bc":
+        model = d3rlpy.algos.TD3PlusBCConfig(batch_size=256, **common).create(device="cpu:0")
+    else:
+        model = d3rlpy.algos.IQLConfig(batch_size=256, **common).create(device="cpu:0")
+    t0 = time.perf_counter()
+    model.fit(dataset, n_steps=steps, n_steps_per_epoch=steps, show_progress=False, save_interval=10**9)
+    train_s = time.perf_counter() - t0
+    flat = ds_flattener(ds)
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=10_000 + seed + ep)
+        total, done = 0.0, False
+        while not done:
+            act = model.predict(flat(obs)[None])[0]
+            obs, r, term, trunc, _ = env.step(act)
+            total += float(r)
+            done = term or trunc
+        returns.append(total)
+    return {"train_s": train_s, "returns": returns}
+
+
+def ds_flattener(ds: Any) -> Any:
+    from diffagents.data import ObsFlattener
+
+    return ObsFlattener.from_space(ds.observation_space)
+
+
+def table(path: Path) -> str:
+    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
+    meta: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in runs:
+        key = (r["dataset"], r["algo"])
+        scores[key].append(float(np.mean(r["normalized"])))
+        meta[key] = r
+    datasets = sorted({k[0] for k in scores})
+    algos = sorted({k[1] for k in scores}, key=lambda a: (a in D3RLPY, a))
+    lines = ["| dataset | " + " | ".join(algos) + " |", "|---|" + "---:|" * len(algos)]
+    for d in datasets:
+        cells = []
+        for a in algos:
+            s = scores.get((d, a))
+            cells.append(f"{np.mean(s):.1f} ± {np.std(s):.1f} (n={len(s)})" if s else "")
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    any_run = next(iter(meta.values()))
+    lines.append(f"\nGradient steps per run: {sorted({r['steps'] for r in runs})}; evaluation: "
+                 f"{any_run['episodes']} deterministic episodes per seed (seeds 10000+seed..); hardware: "
+                 f"{any_run['hardware']}.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="*", default=["diffagents/pendulum/expert-v0"])
+    p.add_argument("--algos", nargs="*", default=["diffusionql", "bc"])
+    p.add_argument("--seeds", nargs="*", type=int, default=[0])
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--hyper", default="{}", help="JSON dict of per-algo hyperparameters, e.g. "
+                   '\'{"diffusionql": {"n_candidates": 10}}\'')
+    p.add_argument("--out", default="benchmarks/results/offline.jsonl")
+    p.add_argument("--table", default=None, help="print the markdown table of a results file and exit")
+    args = p.parse_args()
+    if args.table:
+        print(table(Path(args.table)))
+        return
+    torch.set_num_threads(1)
+    from common import hardware
+
+    from diffagents.data import make_dataset, reference_scores
+
+    out = Path(args.out)
+    done = set()
+    if out.exists():
+        done = {(r["dataset"], r["algo"], r["seed"], r["steps"]) for r in map(json.loads, out.read_text().splitlines())
+                if r}
+    hyper = json.loads(args.hyper)
+    for ds_id in args.datasets:
+        ds = make_dataset(ds_id)
+        ref = reference_scores(ds)
+        for algo in args.algos:
+            for seed in args.seeds:
+                key = (ds.spec.dataset_id, algo, seed, args.steps)
+                if key in done:
+                    continue
+                env = ds.recover_environment(eval_env=True)
+                if algo in OURS:
+                    r = run_ours(algo, ds, env, seed, args.steps, args.episodes, ref, hyper.get(algo, {}))
+                elif algo in D3RLPY:
+                    r = run_d3rlpy(algo, ds, env, seed, args.steps, args.episodes)
+                else:
+                    raise SystemExit(f"--algos: unknown {algo!r}; choose from {sorted(OURS | D3RLPY)}")
+                rets = np.asarray(r["returns"])
+                norm = (100 * (rets - ref[0]) / (ref[1] - ref[0])).tolist() if ref else None
+                row = {"dataset": ds.spec.dataset_id, "algo": algo, "seed": seed, "steps": args.steps,
+                       "episodes": args.episodes, "return_mean": float(rets.mean()), "normalized": norm,
+                       "train_s": r["train_s"], "hyper": hyper.get(algo, {}), "hardware": hardware(),
+                       "date": time.strftime("%Y-%m-%d %H:%M")}
+                with out.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                print(f"{ds.spec.dataset_id} {algo} seed {seed}: return {rets.mean():.1f}, normalized "
+                      f"{np.mean(norm) if norm else float('nan'):.1f}, {r['train_s']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
