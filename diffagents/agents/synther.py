@@ -439,8 +439,8 @@ class SynthER:
                                seed=seed, batch_size=batch_size)
 
     def as_env(self, dataset: Any = None, *, max_episode_steps: int = 1000, sample_steps: int | None = None) -> Any:
-        """A Gymnasium env backed by the generator (see :class:`diffagents.wrappers.synther_env.SynthEREnv`)."""
-        from diffagents.wrappers.synther_env import SynthEREnv
+        """A Gymnasium env backed by the generator (see :class:`diffagents.agents.synther_env.SynthEREnv`)."""
+        from diffagents.agents.synther_env import SynthEREnv
 
         return SynthEREnv(self, start_states(self, dataset), max_episode_steps=max_episode_steps,
                           sample_steps=sample_steps)

@@ -5,6 +5,7 @@ from diffagents.roles.action_policy import DiffusionActionPolicy, select_candida
 from diffagents.roles.chunk_policy import ActionChunkPolicy
 from diffagents.roles.consistency_policy import ConsistencyActionPolicy, DistilledConsistencyPolicy
 from diffagents.roles.planner import TrajectoryPlanner
+from diffagents.roles.synthesizer import EDMHeunSampler, EDMProcess, TransitionSynthesizer
 
 __all__ = ["ActionChunkPolicy", "ConsistencyActionPolicy", "DiffusionActionPolicy", "DistilledConsistencyPolicy",
-           "TrajectoryPlanner", "select_candidates"]
+           "EDMHeunSampler", "EDMProcess", "TrajectoryPlanner", "TransitionSynthesizer", "select_candidates"]

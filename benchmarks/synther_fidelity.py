@@ -1,0 +1,147 @@
+"""SynthER dynamics fidelity on MuJoCo: are generated (s, a) -> (r, s') pairs consistent with the simulator?
+
+For each synthetic transition ``(s, a, r, s')`` the simulator is put in the state ``s`` and stepped with ``a``;
+the true ``(r*, s'*)`` are compared with the generated ones (Lu et al. 2023, Sec. 4 report the same kind of
+"dynamics error"). State reconstruction: Hopper-v5 / HalfCheetah-v5 / Walker2d-v5 observations are
+``qpos[1:] + qvel`` (the root x position is excluded), so ``qpos = [0, obs[:nq-1]]`` and ``qvel = obs[nq-1:]``.
+x = 0 is exact for these envs: rewards use x only through ``(x_after - x_before) / dt`` and the
+dynamics are invariant to translation along x. Hopper / Walker2d clip velocities to [-10, 10] in the
+observation, so the reconstruction is approximate where a velocity was clipped.
+
+Rows of the table:
+
+* ``real``: the real transitions themselves (a check of the reconstruction: errors should be ~0);
+* ``noise sigma``: real transitions with i.i.d. Gaussian noise of ``sigma`` x the per-dimension data std added
+  to s, a, r and s' (a simple augmentation baseline; actions clipped to the action space);
+* ``synther``: generated transitions.
+
+Errors: reward absolute error, next-state MSE over dimensions (raw and divided by the per-dimension data
+variance, "standardised"), mean and median over transitions, and terminal-flag agreement.
+
+Example (the smoke run recorded in results/synther_fidelity_smoke.md)::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/synther_fidelity.py --env halfcheetah --size 20000 \
+        --steps 3000 --width 256 --blocks 3 --sample-steps 32 --n 2000 --out synther_fidelity_smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import hardware, write  # noqa: E402
+
+ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
+
+
+def true_step(env_id: str, obs: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
+    """Simulator ``(r*, s'*, terminal*)`` from flat observations (root x set to 0) and actions."""
+    env: Any = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    nq = env.model.nq
+    rew, nxt, term = np.zeros(len(obs)), np.zeros_like(obs), np.zeros(len(obs), bool)
+    for i, (o, a) in enumerate(zip(obs.astype(np.float64), actions.astype(np.float64))):
+        env.set_state(np.concatenate([[0.0], o[: nq - 1]]), o[nq - 1:])
+        s2, r, te, _, _ = env.step(a)
+        rew[i], nxt[i], term[i] = r, s2, te
+    return {"rewards": rew, "next_observations": nxt, "terminations": term}
+
+
+def errors(batch: dict[str, np.ndarray], truth: dict[str, np.ndarray], var: np.ndarray) -> dict[str, float]:
+    r_err = np.abs(batch["rewards"] - truth["rewards"])
+    sq = (batch["next_observations"] - truth["next_observations"]) ** 2  # (n, obs_dim)
+    mse, smse = sq.mean(axis=1), (sq / var).mean(axis=1)
+    return {"reward_abs_mean": float(r_err.mean()), "reward_abs_median": float(np.median(r_err)),
+            "next_mse_mean": float(mse.mean()), "next_mse_median": float(np.median(mse)),
+            "next_std_mse_mean": float(smse.mean()), "next_std_mse_median": float(np.median(smse)),
+            "terminal_agreement": float(np.mean(batch["terminations"] == truth["terminations"]))}
+
+
+def noisy(real: dict[str, np.ndarray], sigma: float, std: dict[str, np.ndarray], space: Any,
+          rng: np.random.Generator) -> dict[str, np.ndarray]:
+    out = {k: v.copy() for k, v in real.items()}
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        out[key] = out[key] + sigma * std[key] * rng.standard_normal(out[key].shape)
+    out["actions"] = np.clip(out["actions"], space.low, space.high)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", choices=sorted(ENVS), default="halfcheetah")
+    p.add_argument("--dataset", default=None, help="Minari dataset id (default: the local random recipe)")
+    p.add_argument("--size", type=int, default=20_000, help="steps of the generated random dataset")
+    p.add_argument("--steps", type=int, default=3000, help="generator gradient steps")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--blocks", type=int, default=3)
+    p.add_argument("--process", choices=["edm", "discrete"], default="edm")
+    p.add_argument("--sample-steps", type=int, default=32)
+    p.add_argument("--n", type=int, default=2000, help="transitions evaluated per method")
+    p.add_argument("--noise", type=float, nargs="+", default=[0.01, 0.1])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--note", default="", help="a label printed at the top of the report (e.g. SMOKE RUN)")
+    p.add_argument("--out", default="synther_fidelity")
+    args = p.parse_args(argv)
+
+    from diffagents import SynthER
+    from diffagents.data import load_dataset, make_dataset, to_transitions
+
+    env_id = ENVS[args.env]
+    t0 = time.perf_counter()
+    if args.dataset:
+        ds, label = load_dataset(args.dataset), args.dataset
+    else:
+        ds = make_dataset(f"{args.env}/random-v0", size=args.size, seed=args.seed)
+        label = f"{ds.spec.dataset_id} (generated here: {args.size} uniform-random steps of {env_id})"
+    data_s = time.perf_counter() - t0
+    tr = to_transitions(ds)
+    gen = SynthER.from_dataset(ds, seed=args.seed, width=args.width, n_blocks=args.blocks, process=args.process,
+                               sample_steps=args.sample_steps, batch_size=args.batch_size, device=args.device)
+    gen.fit(steps=args.steps)
+    fit_s = gen.fit_log[-1]["seconds"]
+    t1 = time.perf_counter()
+    syn = gen.sample(args.n, seed=args.seed + 1)
+    sample_s = time.perf_counter() - t1
+
+    rng = np.random.default_rng(args.seed)
+    pick = rng.choice(len(tr), size=min(args.n, len(tr)), replace=False)
+    real = {k: np.asarray(getattr(tr, k))[pick] for k in ("observations", "actions", "rewards", "next_observations",
+                                                           "terminations")}
+    std = {k: np.asarray(getattr(tr, k), np.float64).std(axis=0) for k in
+           ("observations", "actions", "rewards", "next_observations")}
+    var = np.maximum(std["next_observations"] ** 2, 1e-12)
+    methods = {"real": real, **{f"noise {s:g}": noisy(real, s, std, ds.action_space, rng) for s in args.noise},
+               "synther": syn}
+    rows = {}
+    for name, batch in methods.items():
+        rows[name] = errors(batch, true_step(env_id, batch["observations"], batch["actions"]), var)
+    payload = {"env": env_id, "dataset": label, "dataset_steps": int(ds.total_steps), "args": vars(args),
+               "generator": gen.config.to_dict(), "fit_seconds": fit_s, "sample_seconds": sample_s,
+               "data_seconds": data_s, "fit_log": gen.fit_log, "hardware": hardware(), "results": rows}
+    cols = ["reward_abs_mean", "reward_abs_median", "next_mse_mean", "next_mse_median", "next_std_mse_mean",
+            "next_std_mse_median", "terminal_agreement"]
+    lines = [f"# SynthER dynamics fidelity: {env_id}", "", *([f"**{args.note}**", ""] if args.note else []),
+             f"Dataset: {label}, {ds.total_steps} steps. Generator: width {args.width} x {args.blocks} blocks, "
+             f"{args.process}, {args.steps} steps (batch {args.batch_size}, {fit_s:.0f} s), {args.sample_steps} "
+             f"sampling steps ({args.n} samples in {sample_s:.1f} s). {args.n} transitions per row; root x = 0.",
+             f"Hardware: {hardware()}.", "", "| method | " + " | ".join(cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    lines += [f"| {name} | " + " | ".join(f"{r[c]:.4g}" for c in cols) + " |" for name, r in rows.items()]
+    lines += ["", "Command: `OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/synther_fidelity.py "
+              + " ".join(argv if argv is not None else sys.argv[1:]) + "`"]
+    write(args.out, payload, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
