@@ -61,7 +61,8 @@ def run_d3rlpy(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: in
     else:
         model = d3rlpy.algos.IQLConfig(batch_size=256, **common).create(device="cpu:0")
     t0 = time.perf_counter()
-    model.fit(dataset, n_steps=steps, n_steps_per_epoch=steps, show_progress=False, save_interval=10**9)
+    model.fit(dataset, n_steps=steps, n_steps_per_epoch=steps, show_progress=False, save_interval=10**9,
+              logger_adapter=d3rlpy.logging.NoopAdapterFactory())
     train_s = time.perf_counter() - t0
     flat = ds_flattener(ds)
     returns = []
