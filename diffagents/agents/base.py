@@ -213,6 +213,9 @@ class OfflineAgent(BaseAlgorithm):
         modules = self._build(self.obs_dim, self.act_dim)
         self.policy = ModuleBundle(self.observation_space, self.action_space, modules).to(self.device)
         self.updaters = self._make_updaters()
+        if self.config.compile:
+            for module in [*self.nets.values(), *([self.ema.model] if self.ema is not None else [])]:
+                module.compile()
         self._distributed = maybe_init(self.device)
         if self._distributed:
             broadcast_modules([self.policy] + ([self.ema.model] if self.ema is not None else []))

@@ -20,6 +20,7 @@ class AgentConfig:
         obs_normalization: ``"gaussian"``, ``"minmax"`` or ``"none"``; fitted on the dataset, saved with the model.
         precision: ``"fp32"`` or ``"bf16"`` (autocast).
         eval_seed: seed of the fixed initial noise used by ``predict(..., deterministic=True)``.
+        compile: compile every network with ``torch.compile`` (in place, so checkpoints keep their keys).
     """
 
     batch_size: int = 256
@@ -28,6 +29,7 @@ class AgentConfig:
     obs_normalization: str = "gaussian"
     precision: str = "fp32"
     eval_seed: int = 0
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self._check(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
