@@ -21,7 +21,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-
 from common import hardware, synthetic_dataset, timeit, write
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import torch
-
 from common import hardware, synthetic_dataset, write
 
 
@@ -27,10 +26,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     torch.set_num_threads(1)
+    from diffagents.wrappers.tianshou import as_algorithm, from_minari
     from tianshou.trainer import OfflineTrainerParams
 
-    from diffagents import DiffusionQL, Diffuser
-    from diffagents.wrappers.tianshou import as_algorithm, from_minari
+    from diffagents import Diffuser, DiffusionQL
 
     ds = synthetic_dataset("Pendulum-v1", 20_000, Path(tempfile.mkdtemp()))
     env = gym.make("Pendulum-v1")

@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from common import RESULTS, hardware, write
+from torch import nn
 
 
 class GaussianBC(nn.Module):

@@ -9,7 +9,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-
 from agent_fixtures import make_pendulum_dataset
 
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from diffagents.diffusion.samplers import level_tensors
+from diffagents.diffusion.discrete import level_tensors
 
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> list[float]:

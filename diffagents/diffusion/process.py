@@ -129,7 +129,8 @@ class GaussianDiffusion(nn.Module):
             cond: optional condition passed through to the denoiser.
             weights: per-element loss weights broadcastable to ``x0`` (e.g. Diffuser's ``action_weight`` on the
                 first action), normalised so an all-ones tensor gives the plain mean.
-            mask: optional ``(B, ...)`` 0/1 mask of valid elements (padding in trajectory windows).
+            mask: optional 0/1 mask of valid elements (padding in trajectory windows) with as many dimensions
+                as ``x0``, broadcastable to it, e.g. ``(B, H, 1)``; the loss is the mean over valid elements.
             inpaint: optional function that overwrites fixed entries of ``x_t`` (and of an x0 prediction) with
                 their known values, as Diffuser does for the conditioned start state.
             generator: RNG for the noise and the levels.
@@ -137,6 +138,9 @@ class GaussianDiffusion(nn.Module):
         Returns:
             The scalar loss and a dict of detached statistics.
         """
+        if mask is not None and mask.ndim != x0.ndim:  # (B, H) against (B, H, D) would align H with D
+            raise ValueError(f"mask: expected {x0.ndim} dims like x0 {tuple(x0.shape)} (add trailing size-1 dims), "
+                             f"got shape {tuple(mask.shape)}")
         t = self.sample_timesteps(x0.shape[0], x0.device, generator)
         noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         x_t = self.q_sample(x0, t, noise)

@@ -44,10 +44,15 @@ class GradientGuide:
         self.last_value: torch.Tensor | None = None
 
     def gradient(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(J(x, t), dJ/dx)`` computed with autograd, also under ``torch.no_grad``."""
-        with torch.enable_grad():
-            x_ = x.detach().requires_grad_(True)
-            y = self.objective(x_, t)
+        """``(J(x, t), dJ/dx)`` computed with autograd, also under ``torch.no_grad`` or ``torch.inference_mode``.
+
+        Inference mode disables autograd even inside ``enable_grad``, and its tensors cannot enter autograd, so
+        the gradient is taken with inference mode off, on normal-tensor copies of ``x`` and ``t``.
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            x_ = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
+            t_ = t.clone() if t.is_inference() else t
+            y = self.objective(x_, t_)
             (grad,) = torch.autograd.grad(y.sum(), x_)
         return y.detach(), grad
 
