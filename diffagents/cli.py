@@ -76,10 +76,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if not args.id:
         raise CLIError("data make: missing dataset ID (see `diffagents data list`)")
     t0 = time.perf_counter()
-    try:
-        ds = make_dataset(args.id, size=args.size, seed=args.seed, force=args.force)
-    except KeyError as exc:
-        raise CLIError(f"data make: unknown dataset id {args.id!r}") from exc
+    ds = make_dataset(args.id, size=args.size, seed=args.seed, force=args.force)
     console.print(f"{ds.spec.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps "
                   f"({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -100,9 +97,11 @@ def _train(algo: str, dataset_id: str, env_id: str | None, steps: int, seed: int
         cls = get_agent_class(algo)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
+    from diffagents.data import DataError
+
     try:
         ds = make_dataset(dataset_id, size=size, seed=0)
-    except KeyError:
+    except (KeyError, DataError):
         try:
             ds = load_ds(dataset_id)
         except Exception as exc:  # noqa: BLE001
@@ -196,8 +195,22 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+QUICKSTART_ZOO_ID = "diffusionql-pendulum-expert"
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    """Generate a local Pendulum dataset, train a diffusion policy briefly, evaluate it."""
+    """Evaluate the pretrained zoo agent, then generate the local Pendulum dataset, train briefly and evaluate."""
+    from rich.console import Console
+
+    from diffagents import zoo
+
+    console = Console()
+    if any(row["id"] == QUICKSTART_ZOO_ID for row in zoo.list_agents()):
+        ev = zoo.evaluate(QUICKSTART_ZOO_ID, n_episodes=args.episodes, seed=args.seed, device=args.device)
+        card = zoo.card(QUICKSTART_ZOO_ID)["evaluation"]
+        console.print(f"[bold]zoo {QUICKSTART_ZOO_ID}[/bold]: return {ev['return_mean']:.1f} +- "
+                      f"{ev['return_std']:.1f}, normalized {ev.get('normalized_mean', float('nan')):.1f} over "
+                      f"{args.episodes} episodes (model card: {card.get('normalized_mean', float('nan')):.1f})")
     result = _train("diffusionql", "diffagents/pendulum/expert-v0", None, args.steps, args.seed, args.out,
                     args.device, None, {"n_candidates": 10}, args.episodes, not args.no_progress)
     print(json.dumps(result))
@@ -267,10 +280,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads < 1:
         parser.error(f"--threads: expected >= 1, got {args.threads}")
     _set_threads(args.threads)
+    from diffagents.data.errors import DataError
+    from diffagents.persistence import CheckpointError
+
     try:
         return int(args.func(args))
-    except CLIError as exc:
-        print(f"diffagents: error: {exc}", file=sys.stderr)
+    except (CLIError, DataError, CheckpointError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"diffagents: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,83 @@
+"""The command line and the pretrained zoo."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffagents import zoo
+from diffagents.cli import main
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "diffagents", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+@pytest.mark.parametrize("cmd", [[], ["data"], ["train"], ["eval"], ["zoo"], ["quickstart"]])
+def test_help_on_every_command(cmd: list[str]) -> None:
+    proc = run_cli(*cmd, "--help")
+    assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+def test_bad_arguments_exit_2_with_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "nosuchalgo", "--dataset", "diffagents/pendulum/expert-v0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("diffagents: error:") and "nosuchalgo" in err[0]
+    assert main(["eval", str(tmp_path / "missing.zip"), "--env", "Pendulum-v1"]) == 2
+    assert main(["zoo", "eval", "no-such-zoo-id"]) == 2
+    assert main(["data", "make", "diffagents/nosuch/thing-v0"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["--threads", "0", "data", "list"])
+    assert exc.value.code == 2
+
+
+def test_train_then_eval_round_trip(tmp_path: Path) -> None:
+    env = {"MINARI_DATASETS_PATH": str(tmp_path / "minari")}
+    sys.path.insert(0, str(Path(__file__).parent))
+    from agent_fixtures import make_pendulum_dataset
+
+    make_pendulum_dataset(tmp_path / "minari")
+    out = tmp_path / "agent.zip"
+    proc = run_cli("train", "diffusionql", "--dataset", "test/pendulum/mixed-v0", "--steps", "20", "--out", str(out),
+                   "--eval-episodes", "1", "--no-progress", "--set", "hidden=[16]", "critic_hidden=[16]",
+                   "batch_size=8", "n_candidates=2", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.is_file() and (tmp_path / "agent.zip.checkpoints").is_dir()
+    proc = run_cli("eval", str(out), "--dataset", "test/pendulum/mixed-v0", "--episodes", "1", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "normalized score" in proc.stdout
+
+
+def test_zoo_registry_is_consistent() -> None:
+    entries = zoo.entries()
+    assert entries, "the zoo has recipes"
+    total = 0
+    for zoo_id, entry in entries.items():
+        assert zoo_id == zoo_id.lower() and zoo_id.startswith(entry.algo.lower())
+        if entry.trained:
+            card = zoo.card(zoo_id)
+            assert card["command"] == f"diffagents zoo train {zoo_id}"
+            assert card["evaluation"]["episodes"] >= 20
+            total += entry.weights.stat().st_size
+    assert total < 100 * 2**20
+
+
+TRAINED = [row["id"] for row in zoo.list_agents()]
+
+
+@pytest.mark.parametrize("zoo_id", TRAINED)
+def test_zoo_agents_reproduce_their_cards(zoo_id: str) -> None:
+    card = zoo.card(zoo_id)["evaluation"]
+    n = 6
+    fresh = zoo.evaluate(zoo_id, n_episodes=n, seed=777)  # seeds never used for the card
+    key, std_key = ("normalized_mean", "normalized_std") if "normalized_mean" in card else ("return_mean",
+                                                                                              "return_std")
+    tol = 3.0 * math.sqrt(card[std_key] ** 2 / n + card[std_key] ** 2 / card["episodes"]) + 1e-6
+    assert abs(fresh[key] - card[key]) <= tol, json.dumps({"fresh": fresh, "card": card})
