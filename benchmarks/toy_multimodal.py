@@ -98,7 +98,9 @@ def main() -> None:
         samples[name] = acts
         results[name] = {"start_modes": modes(acts), "train_s": time.perf_counter() - t0,
                          "rollouts": rollouts(lambda o, a=agent: a.predict(o, deterministic=False)[0],
-                                              args.episodes, 1000 + args.seed)}
+                                              args.episodes, 1000 + args.seed),
+                         "deterministic": rollouts(lambda o, a=agent: a.predict(o, deterministic=True)[0],
+                                                   args.episodes, 1000 + args.seed)}
         print(name, results[name], flush=True)
 
     gauss = GaussianBC(2, 2)
@@ -118,7 +120,9 @@ def main() -> None:
         results["Gaussian BC"] = {
             "start_modes": modes(acts), "train_s": time.perf_counter() - t0,
             "rollouts": rollouts(lambda o: gauss.sample(torch.as_tensor(o)[None])[0].numpy(), args.episodes,
-                                 1000 + args.seed)}
+                                 1000 + args.seed),
+            "deterministic": rollouts(lambda o: gauss.mu(torch.as_tensor(o)[None])[0].clamp(-1, 1).numpy(),
+                                      args.episodes, 1000 + args.seed)}
     print("Gaussian BC", results["Gaussian BC"], flush=True)
 
     import matplotlib
@@ -142,14 +146,19 @@ def main() -> None:
     md = ["# Mode coverage on the multimodal toy task\n",
           f"Command: `python benchmarks/toy_multimodal.py --steps {args.steps} --seed {args.seed}`; {hardware()}; "
           f"{time.strftime('%Y-%m-%d')}. Start-state modes: 1000 sampled actions labelled by `mode_of`; rollouts: "
-          f"{args.episodes} stochastic episodes labelled by `route_of`.\n",
-          "| policy | start actions left / right / none | episodes: success | routes left / right / none |",
-          "|---|---|---:|---|"]
+          f"{args.episodes} episodes labelled by `route_of` (stochastic sampling, and deterministic: fixed "
+          "initial noise for diffusion policies, the mean action for the Gaussian).\n",
+          "| policy | start actions left / right / none | stochastic episodes: success | routes left / right / "
+          "none | deterministic episodes: success | routes left / right / none |",
+          "|---|---|---:|---|---:|---|"]
     for name, r in results.items():
         m = r["start_modes"]
         ro = r.get("rollouts")
         roll = (f"{ro['success']:.2f} | {ro['left']:.2f} / {ro['right']:.2f} / {ro['none']:.2f}" if ro
                 else "– | –")
+        de = r.get("deterministic")
+        roll += (f" | {de['success']:.2f} | {de['left']:.2f} / {de['right']:.2f} / {de['none']:.2f}" if de
+                 else " | – | –")
         md.append(f"| {name} | {m['left']:.2f} / {m['right']:.2f} / {m['none']:.2f} | {roll} |")
     md.append("\n![sampled actions](results/toy_multimodal.png)\n")
     write("toy_multimodal", {"results": results, "hardware": hardware(), "steps": args.steps}, "\n".join(md) + "\n")
