@@ -87,6 +87,9 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
             zf.writestr("weights.safetensors", st_save(_flatten(ckpt.weights)))
             zf.writestr("arrays.safetensors", st_save(arrays))
             zf.writestr("optimizers.pt", opt_buf.getvalue())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

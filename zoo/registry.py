@@ -163,7 +163,7 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     agent.learn(entry.steps, progress_bar=progress_bar)
     wall = time.perf_counter() - t0
     weights = (out_dir / f"{zoo_id}.zip") if out_dir else entry.weights
-    agent.save(weights)
+    agent.save(weights, exclude=["optimizers"])  # inference-only: keeps the zoo small
     from diffagents.evaluation import evaluate_agent
 
     res = evaluate_agent(agent, env, n_episodes=entry.eval_episodes, seed=10_000 + entry.seed,
