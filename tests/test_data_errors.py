@@ -107,3 +107,25 @@ def test_discrete_actions_are_named(make_minari):
     ds = make_minari([ep], OBS, spaces.Discrete(3))
     with pytest.raises(data.DataError, match=r"action_space field .*expected a gymnasium Box, got Discrete"):
         data.to_transitions(ds)
+
+
+def test_out_of_space_actions_name_episode_and_field(make_minari) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    import pytest
+    from gymnasium import spaces
+
+    from diffagents.data import DataError, to_transitions
+
+    obs_space = spaces.Box(-1, 1, (2,), np.float32)
+    act_space = spaces.Box(-1, 1, (1,), np.float32)
+
+    def episode(scale: float) -> dict[str, np.ndarray]:
+        return {"observations": np.zeros((4, 2), np.float32), "actions": np.full((3, 1), 0.5 * scale, np.float32),
+                "rewards": np.zeros(3), "terminations": np.zeros(3, bool), "truncations": np.array([0, 0, 1], bool)}
+
+    ds = make_minari([episode(1.0), episode(3.0)], obs_space, act_space)
+    with pytest.raises(DataError, match=r"episode 1.*actions.*action space"):
+        to_transitions(ds)
+    with pytest.warns(UserWarning):
+        tr = to_transitions(ds, drop_invalid=True)
+    assert len(tr.actions) == 3

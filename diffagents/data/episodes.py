@@ -106,8 +106,8 @@ class EpisodeTable:
         return self.step_offsets + np.arange(len(self.lengths), dtype=np.int64)
 
 
-def _check_episode(ep: Any, obs: np.ndarray, act: np.ndarray) -> None:
-    """Validate one episode's lengths and values; raise :class:`DataError` naming the field."""
+def _check_episode(ep: Any, obs: np.ndarray, act: np.ndarray, act_space: Any = None) -> None:
+    """Validate one episode's lengths, values and action bounds; raise :class:`DataError` naming the field."""
     eid = int(ep.id)
     steps = len(act)
     if steps == 0:
@@ -126,6 +126,15 @@ def _check_episode(ep: Any, obs: np.ndarray, act: np.ndarray) -> None:
         if bad.any():
             idx = int(np.flatnonzero(bad)[0])
             raise episode_error(eid, name, "finite values", f"NaN/Inf at step {idx} ({int(bad.sum())} steps)")
+    if act_space is not None and np.issubdtype(act.dtype, np.floating):
+        low, high = np.asarray(act_space.low, dtype=np.float64), np.asarray(act_space.high, dtype=np.float64)
+        tol = 1e-5 * np.maximum(1.0, np.abs(np.where(np.isfinite(high - low), high - low, 1.0)))
+        a = act.reshape(len(act), -1).astype(np.float64)
+        outside = ((a < low.reshape(-1) - tol.reshape(-1)) | (a > high.reshape(-1) + tol.reshape(-1))).any(axis=1)
+        if outside.any():
+            idx = int(np.flatnonzero(outside)[0])
+            raise episode_error(eid, "actions", f"values inside the action space [{low.min()}, {high.max()}]",
+                                f"{a[idx].tolist()} at step {idx} ({int(outside.sum())} steps outside)")
 
 
 def iter_valid_episodes(
@@ -137,7 +146,7 @@ def iter_valid_episodes(
         try:
             obs = flattener(ep.observations)
             act = action_flattener(ep.actions)
-            _check_episode(ep, obs, act)
+            _check_episode(ep, obs, act, getattr(action_flattener, "flat_space", None))
         except DataError as exc:
             msg = str(exc) if str(exc).startswith("episode") else f"episode {int(ep.id)}, {exc}"
             if not drop_invalid:
@@ -177,7 +186,8 @@ def read_episodes(
     reader = _TransformFlattener(flat, obs_transform) if obs_transform is not None else flat
     if ds.total_episodes == 0:
         raise episode_error(None, "episodes", "at least one episode", "an empty dataset (0 episodes)")
-    key = {"obs": flat.to_dict(), "act": act_flat.to_dict(), "drop_invalid": drop_invalid}
+    key = {"obs": flat.to_dict(), "act": act_flat.to_dict(), "drop_invalid": drop_invalid,
+           "validation": 2}  # bump when _check_episode changes so cached tables are validated again
     where = cache.cache_dir(ds, key) if use_cache and obs_transform is None else None
     cached = cache.load_cached(where)
     if cached is not None:
