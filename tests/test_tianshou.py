@@ -147,3 +147,32 @@ def _ts_save(algo: Any, tmp_path: Path) -> Path:
     path = tmp_path / "ts.pt"
     torch.save(algo.state_dict(), path)
     return path
+
+
+def test_online_cpql_trains_with_off_policy_trainer(tmp_path: Path) -> None:
+    from tianshou.data import VectorReplayBuffer
+    from tianshou.trainer import OffPolicyTrainerParams
+
+    from diffagents import CPQL
+
+    agent = CPQL(env=gym.make("Pendulum-v1"), seed=0, hidden=(32, 32), critic_hidden=(32, 32), n_candidates=4,
+                 batch_size=32)
+    algo = as_algorithm(agent)
+    envs = DummyVectorEnv([lambda: gym.make("Pendulum-v1", max_episode_steps=50)] * 2)
+    envs.seed(0)
+    collector = Collector[CollectStats](algo, envs, VectorReplayBuffer(2000, 2), exploration_noise=True)
+    collector.reset()
+    collector.collect(n_step=64, random=True)
+    before = agent._n_updates
+    result = algo.run_training(OffPolicyTrainerParams(
+        training_collector=collector, max_epochs=1, epoch_num_steps=100, collection_step_num_env_steps=10,
+        update_step_num_gradient_steps_per_sample=0.5, batch_size=32, test_collector=None, show_progress=False,
+        verbose=False))
+    # 0.5 gradient steps per collected env step, all run by CPQL's own update
+    assert result.update_step > 0 and agent._n_updates - before == round(0.5 * result.train_step)
+    agent.save(tmp_path / "cpql.zip")
+    loaded = CPQL.load(tmp_path / "cpql.zip", env=gym.make("Pendulum-v1"))
+    obs = np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32)
+    policy = as_policy(loaded).eval()
+    np.testing.assert_allclose(policy.map_action(policy(Batch(obs=obs, info=Batch())).act),
+                               loaded.predict(obs, deterministic=True)[0], atol=1e-5)

@@ -10,6 +10,8 @@ work before or after either (integration.md Sec. 2 for the 2.0 API).
 * :func:`as_algorithm` trains from a Tianshou ``ReplayBuffer``: transition agents use the sampled transitions,
   planner agents get horizon-H windows gathered with ``buffer.next`` (padding masked after episode ends) and
   returns-to-go precomputed by ``process_buffer``.
+* Online CPQL (``CPQL(env=...)``, an SB3 ``OffPolicyAlgorithm``) becomes a Tianshou ``OffPolicyAlgorithm`` for
+  ``OffPolicyTrainer``: Tianshou's Collector gathers the data, the update is CPQL's own ``cpql_train_step``.
 * :func:`from_minari` builds a ``ReplayBuffer`` from a Minari dataset (flattened observations, env-space actions;
   ``process_buffer`` maps them into the policy's [-1, 1] space).
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tianshou.algorithm.algorithm_base import OfflineAlgorithm, Policy, TrainingStats
+from tianshou.algorithm.algorithm_base import OfflineAlgorithm, OffPolicyAlgorithm, Policy, TrainingStats
 from tianshou.data import Batch, ReplayBuffer
 
 from diffagents.agents.plan_cache import PlanCache
@@ -165,13 +167,67 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
         return DiffusionTrainingStats.of(check_finite(stats, agent.num_timesteps))
 
 
-def as_policy(agent: Any) -> DiffusionAgentPolicy:
+class OnlineCPQLPolicy(Policy):
+    """Tianshou ``Policy`` of online CPQL: one-step consistency candidates picked by the target critic;
+    stochastic within a training step (exploration), deterministic in evaluation."""
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__(action_space=agent.action_space, observation_space=agent.observation_space,
+                         action_scaling=True, action_bound_method="clip")
+        self.agent = agent
+        self.nets = agent.policy
+
+    def forward(self, batch: Batch, state: Any = None, **kwargs: Any) -> Batch:
+        from diffagents.agents.cpql import cpql_select_action
+
+        agent, p = self.agent, self.agent.policy
+        obs = torch.as_tensor(np.asarray(batch.obs), dtype=torch.float32, device=agent.device).flatten(1)
+        deterministic = not self.is_within_training_step
+        gen = torch.Generator(device=agent.device).manual_seed(agent.config.eval_seed) if deterministic else None
+        with torch.no_grad():
+            act = cpql_select_action(p.actor, p.critic_target, obs, agent.config.n_candidates, deterministic, gen)
+        return Batch(act=act.float().cpu().numpy(), state=state)
+
+
+class OnlineCPQLAlgorithm(OffPolicyAlgorithm[OnlineCPQLPolicy]):
+    """Tianshou ``OffPolicyAlgorithm`` running online CPQL's update on Tianshou buffer batches."""
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__(policy=OnlineCPQLPolicy(agent))
+        self.agent = agent
+
+    def _update_with_batch(self, batch: Any) -> DiffusionTrainingStats:
+        from diffagents.agents.cpql import cpql_train_step
+        from diffagents.training import check_finite
+
+        agent, p = self.agent, self.agent.policy
+        dev = agent.device
+
+        def t(x: Any) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev)
+
+        data = {"obs": t(batch.obs).flatten(1), "action": t(batch.act),  # raw policy actions, already in [-1, 1]
+                "reward": t(batch.rew).view(-1), "next_obs": t(batch.obs_next).flatten(1),
+                "terminated": t(batch.terminated).view(-1)}
+        p.set_training_mode(True)
+        stats = cpql_train_step(p.actor, p.ema, p.critic, p.critic_target, p.updaters, data, agent.config,
+                                online=True, step=agent._n_updates, progress=0.0)
+        agent._n_updates += 1
+        return DiffusionTrainingStats.of(check_finite(stats, agent._n_updates))
+
+
+def as_policy(agent: Any) -> Policy:
     """The agent as a Tianshou ``Policy`` (for ``Collector`` evaluation)."""
+    if type(agent).__name__ == "OnlineCPQL":
+        return OnlineCPQLPolicy(agent)
     return DiffusionAgentPolicy(agent)
 
 
-def as_algorithm(agent: Any) -> DiffusionOfflineAlgorithm:
-    """The agent as a Tianshou ``OfflineAlgorithm`` sharing its modules (for ``OfflineTrainer``)."""
+def as_algorithm(agent: Any) -> Any:
+    """The agent as a Tianshou algorithm sharing its modules: an ``OfflineAlgorithm`` (``OfflineTrainer``) for
+    offline agents, an ``OffPolicyAlgorithm`` (``OffPolicyTrainer``) for online CPQL."""
+    if type(agent).__name__ == "OnlineCPQL":
+        return OnlineCPQLAlgorithm(agent)
     return DiffusionOfflineAlgorithm(agent)
 
 
