@@ -17,7 +17,8 @@ class AgentConfig:
         batch_size: minibatch size per gradient step.
         learning_rate: base learning rate of every optimizer.
         lr_schedule: ``"constant"`` or ``"cosine"`` (decays over the ``total_timesteps`` of each ``learn`` call).
-        obs_normalization: ``"gaussian"``, ``"minmax"`` or ``"none"``; fitted on the dataset, saved with the model.
+        obs_normalization: ``"gaussian"``, ``"minmax"``, ``"cdf"`` or ``"none"``; fitted on the dataset, saved with
+            the model.
         precision: ``"fp32"`` or ``"bf16"`` (autocast).
         eval_seed: seed of the fixed initial noise used by ``predict(..., deterministic=True)``.
         compile: compile every network with ``torch.compile`` (in place, so checkpoints keep their keys).
@@ -36,8 +37,8 @@ class AgentConfig:
         self._check(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
         self._check(self.lr_schedule in ("constant", "cosine"), "lr_schedule", "'constant' or 'cosine'",
                     self.lr_schedule)
-        self._check(self.obs_normalization in ("gaussian", "minmax", "none"), "obs_normalization",
-                    "'gaussian', 'minmax' or 'none'", self.obs_normalization)
+        self._check(self.obs_normalization in ("gaussian", "minmax", "cdf", "none"), "obs_normalization",
+                    "'gaussian', 'minmax', 'cdf' or 'none'", self.obs_normalization)
         self._check(self.precision in ("fp32", "bf16"), "precision", "'fp32' or 'bf16'", self.precision)
 
     def _check(self, ok: bool, name: str, expected: str, got: Any) -> None:

@@ -40,12 +40,20 @@ from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint,
 from diffagents.roles.joint_planner import AgentInverseDynamics, JointPlanner, JointTemporalUNet
 from diffagents.training import EMA, Updater, autocast, check_finite
 
-#: Settings that fit the CPU budget of docs/compute-budget.md Sec. 6-7 (about 20-40 min for 10-20k steps, 3
-#: agents, 1 thread). ``returns_scale=50`` suits team returns of about -17 (expert) to -80 (random) on
-#: mpe-spread; pass them as ``MADiff(env, dataset, **CPU_HYPERPARAMETERS)``.
+#: Settings that fit the CPU budget of docs/compute-budget.md Sec. 6-7 (10-20k steps in about 20-40 min for 3
+#: agents at 1 thread; ~55 ms per MADiff-C decision). Measured in short development runs on mpe-spread expert
+#: data (5k steps of data, T=20, DDIM 5, lr 1e-3, 10 evaluation episodes):
+#: * the first U-Net level must be wider than the per-agent observation (18 on simple_spread), or the output is
+#:   rank-limited: training loss after 400 steps 0.70 with dim 16, 0.43 with dim 32 and (1, 2, 4), 0.09 with
+#:   dim 64 and (1, 2);
+#: * with short training, x0-prediction keeps plans continuous with the inpainted observation: planned
+#:   next-observation error 0.16 (x0) vs 0.37 (eps) after 800 steps; normalised score -22 / -3 / 18 after
+#:   1k / 2k / 3k steps with x0, -113 after 1.5k steps with eps.
+#: ``returns_scale=50`` suits team returns of about -17 (expert) to -80 (random). Use as
+#: ``MADiff(env, dataset, **CPU_HYPERPARAMETERS)``.
 CPU_HYPERPARAMETERS: dict[str, Any] = {
-    "dim": 32, "dim_mults": (1, 2, 4), "n_diffusion_steps": 50, "sampler": "ddim", "sampler_steps": 10,
-    "inv_hidden": (128, 128), "returns_scale": 50.0, "ema_start": 1000,
+    "dim": 64, "dim_mults": (1, 2), "n_diffusion_steps": 20, "prediction_type": "x0", "sampler": "ddim",
+    "sampler_steps": 10, "learning_rate": 1e-3, "inv_hidden": (256, 256), "returns_scale": 50.0, "ema_start": 1000,
 }
 
 
@@ -59,6 +67,8 @@ class MADiffConfig(AgentConfig):
             which must be divisible by ``2 ** (len(dim_mults) - 1)``.
         history: ``K`` past steps inpainted with the current one (MPE: 0; SMAC: 20).
         n_diffusion_steps / schedule: training process (200 steps, cosine = ``squaredcos_cap_v2``).
+        prediction_type: ``"eps"`` (MADiff), ``"x0"`` (Diffuser's choice) or ``"v"``; with few diffusion steps and
+            short training, ``"x0"`` keeps plans continuous with the inpainted history (see the benchmark).
         dim / dim_mults / n_heads / agent_embedding / attention / activation: the joint U-Net.
         cfg_dropout / guidance_weight: classifier-free guidance (0.25 / 1.2).
         returns_scale: team returns-to-go are divided by it (the paper's 700 is for OMAR's per-agent data).
@@ -85,6 +95,7 @@ class MADiffConfig(AgentConfig):
     history: int = 0
     n_diffusion_steps: int = 200
     schedule: str = "cosine"
+    prediction_type: str = "eps"
     dim: int = 128
     dim_mults: tuple[int, ...] = (1, 4, 8)
     n_heads: int = 4
@@ -113,11 +124,7 @@ class MADiffConfig(AgentConfig):
     grad_clip: float | None = None
 
     def __post_init__(self) -> None:
-        norm = self.obs_normalization
-        if norm == "cdf":  # the base class does not list the CDF normalizer (MADiff's choice)
-            self.obs_normalization = "none"
         super().__post_init__()
-        self.obs_normalization = norm
         self._check(self.history >= 0, "history", ">= 0", self.history)
         self._check(self.horizon >= 2, "horizon", ">= 2", self.horizon)
         factor = 2 ** (len(self.dim_mults) - 1)
@@ -129,6 +136,8 @@ class MADiffConfig(AgentConfig):
         self._check(1 <= self.replan_every < self.horizon, "replan_every", f"in [1, horizon - 1 = {self.horizon - 1}]",
                     self.replan_every)
         self._check(self.pad_mode in ("edge", "zeros"), "pad_mode", "'edge' or 'zeros'", self.pad_mode)
+        self._check(self.prediction_type in ("eps", "x0", "v"), "prediction_type", "'eps', 'x0' or 'v'",
+                    self.prediction_type)
         self._check(self.inv_batch_size >= 1, "inv_batch_size", ">= 1", self.inv_batch_size)
 
     @property
@@ -287,6 +296,10 @@ class _DiscreteActions:
     @property
     def flat_space(self) -> spaces.Box:
         return spaces.Box(0.0, float(self.n - 1), (len(self.agents),), np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON description (the episode cache of :func:`diffagents.data.read_episodes` keys on it)."""
+        return {"discrete_actions": list(self.agents), "n": int(self.n)}
 
 
 @dataclass
@@ -463,7 +476,7 @@ class MADiff:
         n, d = spec.n_agents, spec.obs_dim
         clip = c.clip_denoised and c.obs_normalization in ("cdf", "minmax")  # only these map data to [-1, 1]
         diffusion = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
-                                      prediction_type="eps")
+                                      prediction_type=c.prediction_type)  # type: ignore[arg-type]
         unet = JointTemporalUNet(d, n, c.dim, c.dim_mults, cond_dim=1, activation=c.activation,
                                  cfg_dropout=c.cfg_dropout, cfg=True, agent_embedding=c.agent_embedding,
                                  n_heads=c.n_heads, attention=c.attention)

@@ -1,0 +1,339 @@
+"""Benchmark MADiff-C / MADiff-D against independent per-agent BC on mpe2 simple_spread.
+
+For each dataset (``diffagents/mpe-spread/{expert,medium,random}-v0``, N=3, continuous actions), each seed and
+each method (MADiff-C, MADiff-D, independent BC), train for a fixed number of gradient steps and evaluate on
+``n_episodes`` seeded episodes (the same episodes for every method). Scores are normalised team returns
+(0 = uniform random, 100 = the scripted expert; the recipe's reference scores), reported as mean +- std over
+seeds of the per-seed mean. Then:
+
+* **N = 4** without code changes: the same classes train and evaluate on an N=4 expert dataset generated here
+  with the recipe's scripted expert (``assigned_landmark`` / ``drive_action`` generalise to any N), with
+  reference scores measured here (uniform random and expert team returns over ``--ref-episodes`` episodes).
+* **Decision latency** per joint step (one ``predict`` call, batch of one env, ``deterministic=True``) for N=3
+  and N=6, for the trained configuration and for :data:`diffagents.agents.madiff.CPU_HYPERPARAMETERS`.
+
+Writes ``benchmarks/results/madiff.md`` and ``.json`` (``--out`` changes the stem).
+
+Usage (1 thread, one job at a time; datasets land in ``MINARI_DATASETS_PATH``)::
+
+    # CPU budget run (docs/compute-budget.md Sec. 7: ~20-40 min per MADiff model): 3 seeds, 15k steps
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/madiff.py --steps 15000 --seeds 0 1 2 --episodes 50
+    # smoke run
+    OMP_NUM_THREADS=1 python benchmarks/madiff.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+
+try:
+    from diffagents.wrappers import pettingzoo as pz
+except ModuleNotFoundError:  # source checkout without the package-dir mapping installed
+    from wrappers import pettingzoo as pz  # type: ignore[no-redef]
+
+
+def spread(n: int) -> Any:
+    from mpe2 import simple_spread_v3
+
+    return functools.partial(simple_spread_v3.parallel_env, N=n, local_ratio=0.5, max_cycles=25,
+                             continuous_actions=True)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def expert_policy(n: int) -> Any:
+    """The recipe's decentralised scripted expert for any N (Hungarian assignment + dead-beat control)."""
+    from diffagents.data.recipes.mpe_spread import assigned_landmark, drive_action
+
+    return lambda obs: {a: drive_action(o, assigned_landmark(o, n)) for a, o in obs.items()}
+
+
+def random_policy(n: int, seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+    return lambda obs: {a: rng.uniform(0.0, 1.0, 5).astype(np.float32) for a in obs}
+
+
+def reference_scores(n: int, episodes: int) -> tuple[float, float]:
+    """Mean team return of uniform random and of the scripted expert (seeds 10000+)."""
+    out = []
+    for policy in (random_policy(n, 10_000), expert_policy(n)):
+        _, returns = pz.collect_episodes(spread(n), policy, 25 * episodes, seed=10_000)
+        out.append(float(np.mean(returns)))
+    return out[0], out[1]
+
+
+def expert_dataset(n: int, size: int, ref: tuple[float, float]) -> Any:
+    """An N-agent expert dataset in the recipes' layout (built once per (N, size))."""
+    import minari
+    from gymnasium import spaces
+
+    from diffagents.data import make_dataset
+
+    if n == 3:
+        return make_dataset("diffagents/mpe-spread/expert-v0", size=size)
+    dataset_id = f"bench/mpe-spread-n{n}/expert-n{size}-v0"
+    try:
+        return minari.load_dataset(dataset_id)
+    except (FileNotFoundError, ValueError):
+        pass
+    env = spread(n)()
+    buffers, _ = pz.collect_episodes(env, expert_policy(n), size, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = minari.create_dataset_from_buffers(
+            dataset_id, buffers, algorithm_name="scripted-expert", description=f"simple_spread N={n} expert",
+            observation_space=spaces.Dict({a: env.observation_space(a) for a in env.possible_agents}),
+            action_space=spaces.Dict({a: env.action_space(a) for a in env.possible_agents}))
+    ds.storage.update_metadata({"ref_min_score": ref[0], "ref_max_score": ref[1]})
+    return minari.load_dataset(dataset_id)
+
+
+# ---------------------------------------------------------------------------------------------- baseline
+class IndependentBC:
+    """Behaviour cloning, one MLP per agent on its own observation (decentralised), MSE on [-1, 1] actions."""
+
+    def __init__(self, dataset: Any, hidden: int = 256, seed: int = 0) -> None:
+        from diffagents.data import to_joint_arrays
+
+        torch.manual_seed(seed)
+        data = to_joint_arrays(dataset)
+        self.agents = list(data["agent_ids"])
+        obs, act = data["observations"], data["actions"]  # (T, N, D), (T, N, A) in [0, 1]
+        self.mean, self.std = obs.mean(0), obs.std(0) + 1e-6  # (N, D)
+        self.obs = torch.as_tensor((obs - self.mean) / self.std, dtype=torch.float32)
+        self.act = torch.as_tensor(act * 2.0 - 1.0, dtype=torch.float32)
+        d, a = obs.shape[-1], act.shape[-1]
+        self.nets = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                                torch.nn.ReLU(), torch.nn.Linear(hidden, a), torch.nn.Tanh())
+            for _ in self.agents)
+        self.opt = torch.optim.Adam(self.nets.parameters(), lr=3e-4)
+
+    def learn(self, steps: int, batch: int = 256) -> IndependentBC:
+        for _ in range(steps):
+            idx = torch.randint(0, len(self.obs), (batch,))
+            pred = torch.stack([net(self.obs[idx, i]) for i, net in enumerate(self.nets)], dim=1)
+            loss = torch.nn.functional.mse_loss(pred, self.act[idx])
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+        return self
+
+    @torch.no_grad()
+    def predict(self, obs: dict[str, Any], state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[dict[str, Any], Any]:
+        out = {}
+        for i, (agent, net) in enumerate(zip(self.agents, self.nets)):
+            x = torch.as_tensor((np.asarray(obs[agent]) - self.mean[i]) / self.std[i], dtype=torch.float32)
+            out[agent] = ((net(x).numpy() + 1.0) / 2.0).astype(np.float32)
+        return out, state
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def madiff_hparams(args: argparse.Namespace) -> dict[str, Any]:
+    from diffagents.agents.madiff import CPU_HYPERPARAMETERS
+
+    hp = dict(CPU_HYPERPARAMETERS)
+    given = {"dim": args.dim, "dim_mults": tuple(args.dim_mults) if args.dim_mults else None,
+             "n_diffusion_steps": args.diffusion_steps, "sampler_steps": args.sampler_steps, "horizon": args.horizon,
+             "batch_size": args.batch_size, "prediction_type": args.prediction_type, "learning_rate": args.lr}
+    hp.update({k: v for k, v in given.items() if v is not None})
+    return hp
+
+
+def train_eval(method: str, dataset: Any, n: int, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    from diffagents.agents.madiff import MADiff
+
+    t0 = time.perf_counter()
+    if method == "BC":
+        agent: Any = IndependentBC(dataset, seed=seed).learn(args.bc_steps)
+    else:
+        agent = MADiff(spread(n), dataset, seed=seed, decentralized=method == "MADiff-D", **madiff_hparams(args))
+        agent.learn(args.steps, log_interval=0, progress_bar=args.progress)
+    train_s = time.perf_counter() - t0
+    out = pz.evaluate(agent, spread(n), n_episodes=args.episodes, seed=args.eval_seed, reference_scores=dataset)
+    return {"method": method, "seed": seed, "train_s": round(train_s, 1), "return": out["mean"],
+            "normalized": float(np.mean(out["normalized"])), "step_latency_ms": 1e3 * out["step_latency_s"]}
+
+
+def latency(n: int, hp: dict[str, Any], decentralized: bool, dataset: Any, steps: int) -> float:
+    """Median ms per joint ``predict`` on real observations (weights untrained: latency does not depend on them)."""
+    from diffagents.agents.madiff import MADiff
+
+    agent = MADiff(spread(n), dataset, seed=0, decentralized=decentralized, **hp).learn(1, log_interval=0)
+    env = spread(n)()
+    obs, _ = env.reset(seed=0)
+    times, state = [], None
+    for t in range(steps + 3):
+        t0 = time.perf_counter()
+        act, state = agent.predict(obs, state=state, episode_start=np.array([t == 0]), deterministic=True)
+        times.append(time.perf_counter() - t0)
+        obs = env.step(act)[0] if env.agents else env.reset(seed=t)[0]
+    return 1e3 * float(np.median(times[3:]))
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
+    scores = np.array([r["normalized"] for r in rows])
+    return {"mean": float(scores.mean()), "std": float(scores.std()), "n_seeds": len(rows),
+            "return": float(np.mean([r["return"] for r in rows])),
+            "train_s": float(np.mean([r["train_s"] for r in rows]))}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from diffagents.data import reference_scores as dataset_ref
+
+    results: dict[str, Any] = {"scores": {}, "n4": {}, "latency_ms": {}, "runs": []}
+    for kind in args.datasets:
+        from diffagents.data import make_dataset
+
+        ds = make_dataset(f"diffagents/mpe-spread/{kind}-v0", size=args.dataset_size)
+        for method in args.methods:
+            rows = [train_eval(method, ds, 3, args, seed) for seed in args.seeds]
+            results["runs"] += [{"dataset": kind, **r} for r in rows]
+            results["scores"][f"{kind}/{method}"] = summarise(rows)
+            print(f"[N=3 {kind}] {method}: {results['scores'][f'{kind}/{method}']}", flush=True)
+    if args.n4:
+        ref4 = reference_scores(4, args.ref_episodes)
+        ds4 = expert_dataset(4, args.dataset_size, ref4)
+        results["n4_reference"] = {"random": ref4[0], "expert": ref4[1], "stored": dataset_ref(ds4)}
+        for method in args.methods:
+            rows = [train_eval(method, ds4, 4, args, seed) for seed in args.seeds]
+            results["runs"] += [{"dataset": "n4-expert", **r} for r in rows]
+            results["n4"][method] = summarise(rows)
+            print(f"[N=4 expert] {method}: {results['n4'][method]}", flush=True)
+    from diffagents.agents.madiff import CPU_HYPERPARAMETERS
+
+    configs = {"trained": madiff_hparams(args), "cpu-default": dict(CPU_HYPERPARAMETERS)}
+    for n in args.latency_agents:
+        ds = expert_dataset(n, 500, (0.0, 1.0)) if n != 3 else expert_dataset(3, args.dataset_size, (0.0, 1.0))
+        bc = IndependentBC(ds)
+        obs, _ = spread(n)().reset(seed=0)
+        t0 = time.perf_counter()
+        for _ in range(200):
+            bc.predict(obs)
+        results["latency_ms"][f"N={n}/BC"] = 1e3 * (time.perf_counter() - t0) / 200
+        for name, hp in configs.items():
+            for dec in (False, True):
+                key = f"N={n}/{'MADiff-D' if dec else 'MADiff-C'}/{name}"
+                results["latency_ms"][key] = latency(n, hp, dec, ds, args.latency_steps)
+                print(f"[latency] {key}: {results['latency_ms'][key]:.1f} ms", flush=True)
+    results["configs"] = {k: {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()}
+                          for k, v in configs.items()}
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- report
+def hardware() -> str:
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in subprocess.run(
+            ["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration, subprocess.CalledProcessError):
+        cpu = platform.processor() or "unknown CPU"
+    return f"{os.cpu_count()}-core shared VM ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} thread"
+
+
+def markdown(res: dict[str, Any], args: argparse.Namespace, command: str, wall_s: float) -> str:
+    label = "SMOKE RUN (not a result: tiny budget, 1 seed)" if args.smoke else "benchmark run"
+    lines = [f"# MADiff on mpe2 simple_spread: {label}", "",
+             f"Command: `{command}`  ", f"Hardware: {hardware()}; shared with other jobs.  ",
+             f"Date: {time.strftime('%Y-%m-%d %H:%M')}; wall time {wall_s / 60:.1f} min; load average "
+             f"{res['meta']['load_start']:.1f} at start, {res['meta']['load_end']:.1f} at end (2 cores).  ",
+             f"MADiff config: `{res['configs']['trained']}`; {args.steps} gradient steps; BC: per-agent MLP 2x256, "
+             f"{args.bc_steps} steps, batch 256.  ",
+             f"Datasets: {args.dataset_size} joint steps each; evaluation: {args.episodes} episodes (seeds "
+             f"{args.eval_seed}..{args.eval_seed + args.episodes - 1}), deterministic, team return = sum over "
+             "agents; seeds " + ", ".join(map(str, args.seeds)) + ".", "",
+             "## Normalised team score (0 = uniform random, 100 = scripted expert), mean +- std over seeds", "",
+             "| dataset | " + " | ".join(args.methods) + " |", "|---|" + "---:|" * len(args.methods)]
+    for kind in args.datasets:
+        cells = [f"{res['scores'][f'{kind}/{m}']['mean']:.1f} +- {res['scores'][f'{kind}/{m}']['std']:.1f}"
+                 for m in args.methods]
+        lines.append(f"| mpe-spread/{kind} (N=3) | " + " | ".join(cells) + " |")
+    if res["n4"]:
+        cells = [f"{res['n4'][m]['mean']:.1f} +- {res['n4'][m]['std']:.1f}" for m in args.methods]
+        lines.append("| N=4 expert (generated here) | " + " | ".join(cells) + " |")
+        ref = res["n4_reference"]
+        lines += ["", f"N=4 reference scores (team return over {args.ref_episodes} episodes): uniform random "
+                      f"{ref['random']:.1f}, expert {ref['expert']:.1f}. Same classes, no code changes."]
+    lines += ["", "Paper anchors (MADiff-D, NeurIPS 2024 README, OMAR's MPE data, not comparable in scale): "
+                  "Spread expert 95.0, medium 64.9, random 6.9; BC 35.0 / 31.6 / -0.5.", "",
+              "## Decision latency per joint step (ms, median, batch of one env, deterministic)", "",
+              "| agents | BC | MADiff-C (trained cfg) | MADiff-D (trained cfg) | MADiff-C (CPU_HYPERPARAMETERS) | "
+              "MADiff-D (CPU_HYPERPARAMETERS) |", "|---|---:|---:|---:|---:|---:|"]
+    lat = res["latency_ms"]
+    for n in args.latency_agents:
+        keys = [f"N={n}/BC"] + [f"N={n}/{v}/{c}" for c in ("trained", "cpu-default") for v in ("MADiff-C", "MADiff-D")]
+        lines.append(f"| N={n} | " + " | ".join(f"{lat[k]:.1f}" for k in keys) + " |")
+    lines += ["", "MADiff-D runs N plans per step (one per agent, batched); MADiff-C runs one joint plan. "
+                  "Timings on a shared machine can swing ~2-3x."]
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=15_000, help="MADiff gradient steps")
+    p.add_argument("--bc-steps", type=int, default=20_000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per run (>= 50 for results)")
+    p.add_argument("--eval-seed", type=int, default=1_000)
+    p.add_argument("--datasets", nargs="+", default=["expert", "medium", "random"])
+    p.add_argument("--dataset-size", type=int, default=100_000)
+    p.add_argument("--methods", nargs="+", default=["MADiff-C", "MADiff-D", "BC"])
+    hp = p.add_argument_group("MADiff overrides of CPU_HYPERPARAMETERS (default: keep its value)")
+    hp.add_argument("--dim", type=int)
+    hp.add_argument("--dim-mults", type=int, nargs="+")
+    hp.add_argument("--diffusion-steps", type=int)
+    hp.add_argument("--sampler-steps", type=int)
+    hp.add_argument("--horizon", type=int)
+    hp.add_argument("--batch-size", type=int)
+    hp.add_argument("--prediction-type", choices=["eps", "x0", "v"])
+    hp.add_argument("--lr", type=float)
+    p.add_argument("--no-n4", dest="n4", action="store_false", help="skip the N=4 run")
+    p.add_argument("--ref-episodes", type=int, default=100)
+    p.add_argument("--latency-agents", type=int, nargs="+", default=[3, 6])
+    p.add_argument("--latency-steps", type=int, default=50)
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--out", default="madiff", help="results file stem in benchmarks/results")
+    p.add_argument("--smoke", action="store_true", help="1 seed, 300 steps, dim 32, small data, 10 episodes")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.steps, args.bc_steps, args.seeds, args.episodes = 300, 1000, [0], 10
+        args.dim, args.sampler_steps, args.dataset_size = 32, 5, 5_000
+        args.ref_episodes, args.latency_steps = 20, 30
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    command = "OMP_NUM_THREADS=1 python benchmarks/madiff.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    t0 = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    res = run(args)
+    wall = time.perf_counter() - t0
+    res["meta"] = {"command": command, "hardware": hardware(), "smoke": args.smoke, "wall_s": wall,
+                   "args": vars(args), "load_start": load_start, "load_end": os.getloadavg()[0]}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=1, default=float))
+    (RESULTS / f"{args.out}.md").write_text(markdown(res, args, command, wall))
+    print((RESULTS / f"{args.out}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
