@@ -9,7 +9,8 @@ work before or after either (integration.md Sec. 2 for the 2.0 API).
   evaluation (outside a training step) is deterministic.
 * :func:`as_algorithm` trains from a Tianshou ``ReplayBuffer``: transition agents use the sampled transitions,
   planner agents get horizon-H windows gathered with ``buffer.next`` (padding masked after episode ends) and
-  returns-to-go precomputed by ``process_buffer``.
+  returns-to-go precomputed by ``process_buffer``; action-chunk agents get edge-padded observation-history /
+  action-chunk windows gathered with ``buffer.prev`` / ``buffer.next``.
 * Online CPQL (``CPQL(env=...)``, an SB3 ``OffPolicyAlgorithm``) becomes a Tianshou ``OffPolicyAlgorithm`` for
   ``OffPolicyTrainer``: Tianshou's Collector gathers the data, the update is CPQL's own ``cpql_train_step``.
 * :func:`from_minari` builds a ``ReplayBuffer`` from a Minari dataset (flattened observations, env-space actions;
@@ -41,8 +42,10 @@ def from_minari(dataset: Any, *, drop_invalid: bool = False) -> ReplayBuffer:
     tr = to_transitions(dataset, drop_invalid=drop_invalid)
     done = tr.terminations | tr.truncations
     done[np.r_[np.flatnonzero(np.diff(tr.episode_ids)), len(done) - 1]] = True  # episode ends
-    return ReplayBuffer.from_data(obs=tr.observations, act=tr.actions, rew=tr.rewards, terminated=tr.terminations,
-                                  truncated=done & ~tr.terminations, done=done, obs_next=tr.next_observations)
+    buf = ReplayBuffer.from_data(obs=tr.observations, act=tr.actions, rew=tr.rewards, terminated=tr.terminations,
+                                 truncated=done & ~tr.terminations, done=done, obs_next=tr.next_observations)
+    buf.last_index[0] = len(buf) - 1  # from_data leaves it at 0, which makes prev()/next() stop at index 0
+    return buf
 
 
 class DiffusionAgentPolicy(Policy):
@@ -102,6 +105,10 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
         super().__init__(policy=DiffusionAgentPolicy(agent))
         self.agent = agent
         self.horizon: int | None = agent.config.horizon if agent.uses_windows else None
+        # action-chunk agents (Diffusion Policy): windows of Tp steps starting To - 1 steps before the sample
+        self.chunk: tuple[int, int] | None = None
+        if hasattr(agent.config, "obs_horizon") and hasattr(agent.config, "pred_horizon"):
+            self.chunk = (agent.config.obs_horizon, agent.config.pred_horizon)
 
     # -- data ----------------------------------------------------------------------------------------------
     def process_buffer(self, buffer: ReplayBuffer) -> ReplayBuffer:
@@ -144,9 +151,27 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
         rtg = np.asarray(buffer.returns_to_go[rows], dtype=np.float32) * mask
         return {"observations": obs, "actions": act, "returns_to_go": rtg, "mask": mask.astype(np.float32)}
 
+    def _chunks(self, buffer: ReplayBuffer, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Diffusion Policy windows: rows ``s - (To - 1) .. s + Tp - To``; ``buffer.prev`` / ``buffer.next`` stop
+        at episode boundaries, which is exactly the edge padding the agent trains with."""
+        assert self.chunk is not None
+        to, tp = self.chunk
+        before = [np.asarray(indices)]
+        for _ in range(to - 1):
+            before.insert(0, buffer.prev(before[0]))
+        after = [before[-1]]
+        for _ in range(tp - to):
+            after.append(buffer.next(after[-1]))
+        rows = np.stack(before + after[1:], axis=1)  # (B, Tp)
+        agent = self.agent
+        return {"obs": agent._norm_obs_np(np.asarray(buffer.obs[rows], dtype=np.float32)),
+                "actions": np.asarray(buffer.act[rows], dtype=np.float32)}
+
     def _preprocess_batch(self, batch: Any, buffer: ReplayBuffer, indices: np.ndarray) -> Any:
         if self.horizon is not None:
             return Batch(**self._windows(buffer, indices))
+        if self.chunk is not None:
+            return Batch(**self._chunks(buffer, indices))
         agent = self.agent
         return Batch(obs=agent._norm_obs_np(np.asarray(batch.obs, dtype=np.float32)),
                      action=np.asarray(batch.act, dtype=np.float32),
