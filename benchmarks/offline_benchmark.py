@@ -7,7 +7,7 @@ a markdown table of normalized scores (mean +- std over seeds).
 
     python benchmarks/offline_benchmark.py --datasets diffagents/pendulum/expert-v0 --algos diffusionql bc \\
         --seeds 0 1 2 --steps 5000 --out benchmarks/results/offline_pendulum.jsonl
-    python benchmarks/offline_benchmark.py --table benchmarks/results/offline_pendulum.jsonl
+    python benchmarks/offline_benchmark.py --table benchmarks/results/offline_pendulum*.jsonl
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def ds_flattener(ds: Any) -> Any:
     return ObsFlattener.from_space(ds.observation_space)
 
 
-def table(path: Path) -> str:
-    runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def table(paths: list[Path]) -> str:
+    runs = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
     scores: dict[tuple[str, str], list[float]] = defaultdict(list)
     meta: dict[tuple[str, str], dict[str, Any]] = {}
     for r in runs:
@@ -118,10 +118,10 @@ def main() -> None:
     p.add_argument("--hyper", default="{}", help="JSON dict of per-algo hyperparameters, e.g. "
                    '\'{"diffusionql": {"n_candidates": 10}}\'')
     p.add_argument("--out", default="benchmarks/results/offline.jsonl")
-    p.add_argument("--table", default=None, help="print the markdown table of a results file and exit")
+    p.add_argument("--table", nargs="*", default=None, help="print the markdown table of results files and exit")
     args = p.parse_args()
     if args.table:
-        print(table(Path(args.table)))
+        print(table([Path(t) for t in args.table]))
         return
     torch.set_num_threads(1)
     from common import hardware
