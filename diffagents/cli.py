@@ -118,6 +118,9 @@ def _train(algo: str, dataset_id: str, env_id: str | None, steps: int, seed: int
 
     t0 = time.perf_counter()
     ckpt_dir = f"{out}.checkpoints" if out else None
+    previous = sorted(Path(ckpt_dir).glob("step_*.zip")) if ckpt_dir else []
+    if previous and is_main_process():
+        console.print(f"resuming from {previous[-1]}")
     agent.learn(steps, progress_bar=progress and is_main_process(), checkpoint_dir=ckpt_dir,
                 checkpoint_every=max(1, min(1000, steps // 10 or 1)))
     train_s = time.perf_counter() - t0

@@ -53,6 +53,15 @@ def test_train_then_eval_round_trip(tmp_path: Path) -> None:
     proc = run_cli("eval", str(out), "--dataset", "test/pendulum/mixed-v0", "--episodes", "1", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "normalized score" in proc.stdout
+    # running the same command with a larger budget resumes from the last checkpoint
+    proc = run_cli("train", "diffusionql", "--dataset", "test/pendulum/mixed-v0", "--steps", "30", "--out", str(out),
+                   "--eval-episodes", "1", "--no-progress", "--set", "hidden=[16]", "critic_hidden=[16]",
+                   "batch_size=8", "n_candidates=2", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming from" in proc.stdout and "step_000000020.zip" in proc.stdout
+    from diffagents.persistence import read_checkpoint
+
+    assert read_checkpoint(out).meta["num_timesteps"] == 30
 
 
 def test_zoo_registry_is_consistent() -> None:
