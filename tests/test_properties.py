@@ -106,3 +106,14 @@ def test_loaders_preserve_every_step(obs_space: spaces.Box, act_space: spaces.Bo
         # every real step appears as the first step of exactly one window
         assert np.all(mask[:, 0] == 1)
         assert float(mask.sum()) == sum(min(horizon, 5 - s) for _ in range(episodes) for s in range(5))
+
+
+def test_unscaled_actions_never_step_past_float32_bounds() -> None:
+    """Regression (found by hypothesis): rounding to float32 put an action one ulp above the bound."""
+    from diffagents.agents.base import OfflineAgent
+
+    class Holder:
+        action_space = spaces.Box(np.float32(-2.0), np.float32(-0.7411905), (1,), np.float32)
+
+    out = OfflineAgent.unscale_action(Holder(), np.array([[1.0], [-1.0], [0.3]], dtype=np.float32))  # type: ignore[arg-type]
+    assert all(Holder.action_space.contains(o) for o in out)

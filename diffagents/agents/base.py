@@ -204,7 +204,8 @@ class OfflineAgent(BaseAlgorithm):
 
     def unscale_action(self, scaled: np.ndarray) -> np.ndarray:
         low, high = self.action_space.low, self.action_space.high
-        return (low + (np.clip(scaled, -1.0, 1.0) + 1.0) * 0.5 * (high - low)).astype(self.action_space.dtype)
+        action = (low + (np.clip(scaled, -1.0, 1.0) + 1.0) * 0.5 * (high - low)).astype(self.action_space.dtype)
+        return np.clip(action, low, high)  # rounding to the space's dtype can step one ulp past a bound
 
     # ------------------------------------------------------------------ model
     def _setup_model(self) -> None:
