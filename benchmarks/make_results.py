@@ -19,6 +19,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("toy_multimodal", "Mode coverage on the multimodal toy task"),
     ("distill", "Distilled 1-step actor vs its teacher"),
     ("tianshou_overhead", "Tianshou trainer overhead"),
+    ("gpu_cpu", "Device benchmark on CPU (benchmarks/gpu.py; no GPU was available to this task)"),
     ("synther_fidelity", "SynthER fidelity"),
     ("synther_online", "SynthER online (SAC)"),
     ("madiff", "MADiff on MPE simple_spread"),
