@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -14,20 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffagents.sysinfo import hardware
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def hardware() -> str:
-    """A one-line description of the machine the numbers come from."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
-        cpu = f"{len(names)}x {names[0]}" if names else cpu
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}{gpu}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+__all__ = ["RESULTS", "hardware", "synthetic_dataset", "timeit", "write"]
 
 
 def timeit(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 3, sync: bool = False) -> dict[str, float]:

@@ -10,21 +10,21 @@ import gymnasium as gym
 import numpy as np
 
 
-def make_pendulum_dataset(root: Path, dataset_id: str = "test/pendulum/mixed-v0", episodes: int = 6,
-                          seed: int = 0) -> Any:
-    """A tiny Pendulum-v1 Minari dataset (random-ish actions with a simple energy controller mixed in)."""
+def _rollout_dataset(root: Path, dataset_id: str, env_id: str, policy: Any, episodes: int, seed: int,
+                     ref: tuple[float, float], env_kwargs: dict[str, Any] | None = None, **meta: Any) -> Any:
+    """Roll out ``policy(obs, rng)`` for ``episodes`` seeded episodes into a Minari dataset under ``root``."""
     import minari
     from minari.data_collector import EpisodeBuffer
 
     os.environ["MINARI_DATASETS_PATH"] = str(root)
-    env = gym.make("Pendulum-v1", max_episode_steps=50)
+    env = gym.make(env_id, **(env_kwargs or {}))
     rng = np.random.default_rng(seed)
     buffers = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         observations, actions, rewards, terms, truncs = [obs], [], [], [], []
         while True:
-            a = np.clip(-2.0 * obs[2:3] + rng.normal(0, 0.5, 1), -2, 2).astype(np.float32)
+            a = np.asarray(policy(obs, rng), dtype=np.float32)
             obs, r, term, trunc, _ = env.step(a)
             observations.append(obs)
             actions.append(a)
@@ -36,9 +36,19 @@ def make_pendulum_dataset(root: Path, dataset_id: str = "test/pendulum/mixed-v0"
         buffers.append(EpisodeBuffer(id=ep, seed=seed + ep, observations=np.asarray(observations),
                                      actions=np.asarray(actions), rewards=np.asarray(rewards),
                                      terminations=np.asarray(terms), truncations=np.asarray(truncs), infos={}))
-    return minari.create_dataset_from_buffers(dataset_id, buffers, env="Pendulum-v1", eval_env="Pendulum-v1",
-                                              ref_min_score=-1500.0, ref_max_score=-150.0,
-                                              algorithm_name="test", description="test data")
+    return minari.create_dataset_from_buffers(dataset_id, buffers, env=env_id, eval_env=env_id,
+                                              ref_min_score=ref[0], ref_max_score=ref[1], description="test data",
+                                              **meta)
+
+
+def make_pendulum_dataset(root: Path, dataset_id: str = "test/pendulum/mixed-v0", episodes: int = 6,
+                          seed: int = 0) -> Any:
+    """A tiny Pendulum-v1 Minari dataset: a damping controller ``a = -2 thetadot`` with N(0, 0.5) noise,
+    50-step episodes."""
+    return _rollout_dataset(root, dataset_id, "Pendulum-v1",
+                            lambda obs, rng: np.clip(-2.0 * obs[2:3] + rng.normal(0, 0.5, 1), -2, 2),
+                            episodes, seed, (-1500.0, -150.0), env_kwargs={"max_episode_steps": 50},
+                            algorithm_name="test")
 
 
 def make_mountaincar_dataset(root: Path, dataset_id: str = "test/mountaincar/pump-v0", episodes: int = 8,
@@ -48,29 +58,18 @@ def make_mountaincar_dataset(root: Path, dataset_id: str = "test/mountaincar/pum
     The controller reaches the goal in ~100-200 steps (return ~ +90) while a random policy scores below 0, so
     behaviour cloning on this data gives a clear, robust improvement signal.
     """
-    import minari
-    from minari.data_collector import EpisodeBuffer
+    return _rollout_dataset(root, dataset_id, "MountainCarContinuous-v0",
+                            lambda obs, rng: np.clip([1.0 if obs[1] >= 0 else -1.0] + rng.normal(0, 0.3, 1), -1, 1),
+                            episodes, seed, (-30.0, 90.0), algorithm_name="pump")
 
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    env = gym.make("MountainCarContinuous-v0")
-    rng = np.random.default_rng(seed)
-    buffers = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-        while True:
-            a = np.clip([1.0 if obs[1] >= 0 else -1.0] + rng.normal(0, 0.3, 1), -1, 1).astype(np.float32)
-            obs, r, term, trunc, _ = env.step(a)
-            observations.append(obs)
-            actions.append(a)
-            rewards.append(r)
-            terms.append(term)
-            truncs.append(trunc)
-            if term or trunc:
-                break
-        buffers.append(EpisodeBuffer(id=ep, seed=seed + ep, observations=np.asarray(observations),
-                                     actions=np.asarray(actions), rewards=np.asarray(rewards),
-                                     terminations=np.asarray(terms), truncations=np.asarray(truncs), infos={}))
-    return minari.create_dataset_from_buffers(dataset_id, buffers, env="MountainCarContinuous-v0",
-                                              eval_env="MountainCarContinuous-v0", ref_min_score=-30.0,
-                                              ref_max_score=90.0, algorithm_name="pump", description="test data")
+
+def dataset_root(tmp_path_factory: Any) -> Path:
+    """A module-scoped folder holding the Pendulum test dataset; MINARI_DATASETS_PATH is left as it was."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    root = tmp_path_factory.mktemp("minari")
+    make_pendulum_dataset(root)
+    if old is None:
+        os.environ.pop("MINARI_DATASETS_PATH", None)
+    else:
+        os.environ["MINARI_DATASETS_PATH"] = old
+    return Path(root)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from agent_fixtures import make_pendulum_dataset
+from agent_fixtures import dataset_root
 
 from diffagents.persistence import read_checkpoint
 
@@ -42,14 +42,7 @@ json.dump({"before": before, "after": after, "world": dist.get_world_size()},
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    root = tmp_path_factory.mktemp("minari")
-    make_pendulum_dataset(root)
-    if old is None:
-        os.environ.pop("MINARI_DATASETS_PATH", None)
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = old
-    return root
+    return dataset_root(tmp_path_factory)
 
 
 def test_two_process_gloo_training_stays_in_sync(data_root: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from agent_fixtures import make_pendulum_dataset
+from agent_fixtures import dataset_root
 
 from diffagents.persistence import read_checkpoint
 
@@ -46,14 +46,7 @@ def _weights(path: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("minari")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    make_pendulum_dataset(root)
-    if old is None:
-        os.environ.pop("MINARI_DATASETS_PATH", None)
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = old
-    return root
+    return dataset_root(tmp_path_factory)
 
 
 def test_sigkill_and_resume_matches_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,24 +134,12 @@ def evaluate(zoo_id: str, n_episodes: int = 20, seed: int = 0, device: str = "au
     return out
 
 
-def _hardware() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
-        cpu = f"{len(names)}x {names[0]}" if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
-
-
 def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_dir: Path | None = None
           ) -> dict[str, Any]:
     """Run a recipe end to end (dataset generation included), save weights and write the model card."""
     from diffagents.agents import get_agent_class
     from diffagents.data import make_dataset
+    from diffagents.sysinfo import hardware
 
     entry = _entry(zoo_id)
     ds = make_dataset(entry.dataset, size=entry.dataset_size)
@@ -176,7 +163,7 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
         "id": zoo_id, "algo": cls.__name__, "dataset": ds.spec.dataset_id, "dataset_size": ds.total_steps,
         "env": entry.env or json.loads(ds.storage.metadata.get("eval_env_spec", "{}") or "{}").get("id"),
         "gradient_steps": entry.steps, "seed": entry.seed, "hyperparameters": entry.hyperparameters,
-        "hardware": _hardware(), "device": str(agent.device), "wall_time_s": round(wall, 1),
+        "hardware": hardware(), "device": str(agent.device), "wall_time_s": round(wall, 1),
         "command": f"diffagents zoo train {zoo_id}", "date": time.strftime("%Y-%m-%d"),
         "evaluation": evaluation, "weights_bytes": weights.stat().st_size,
     }

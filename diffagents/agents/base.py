@@ -213,6 +213,8 @@ class OfflineAgent(BaseAlgorithm):
         self.set_random_seed(self.seed)
         modules = self._build(self.obs_dim, self.act_dim)
         self.policy = ModuleBundle(self.observation_space, self.action_space, modules).to(self.device)
+        if self.ema is not None:  # the acting copy lives outside the bundle
+            self.ema.model.to(self.device)
         self.updaters = self._make_updaters()
         if self.config.compile:
             for module in [*self.nets.values(), *([self.ema.model] if self.ema is not None else [])]:
@@ -227,7 +229,9 @@ class OfflineAgent(BaseAlgorithm):
         raise NotImplementedError
 
     def _make_updaters(self) -> dict[str, Updater]:
-        raise NotImplementedError
+        """One Adam :class:`Updater` per network with trainable parameters (override for other settings)."""
+        return {name: Updater(m.parameters(), self.config.learning_rate, name=name) for name, m in self.nets.items()
+                if any(p.requires_grad for p in m.parameters())}
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -215,11 +215,6 @@ class OfflineCPQL(OfflineAgent):
     def _make_updaters(self) -> dict[str, Updater]:
         return make_cpql_updaters(self.nets["actor"], self.nets["critic"], self.config)
 
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        assert self.ema is not None
-        self.ema.model.to(self.device)
-
     @property
     def actor(self) -> ConsistencyActionPolicy:
         return self.nets["actor"]  # type: ignore[return-value]

@@ -26,7 +26,7 @@ from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.guidance import ClassifierFreeGuidance
 from diffagents.nn import InverseDynamics, TemporalUNet
 from diffagents.roles import TrajectoryPlanner
-from diffagents.training import EMA, Updater
+from diffagents.training import EMA
 
 
 @dataclass(kw_only=True)
@@ -83,14 +83,6 @@ class DecisionDiffuser(OfflineAgent):
                                     clip_sample=1.0 if c.clip_denoised else None)
         self.ema = EMA(planner, decay=c.ema_decay, start_step=c.ema_start, update_every=c.ema_every)
         return {"planner": planner, "inv_dyn": InverseDynamics(obs_dim, act_dim, hidden=c.inv_hidden)}
-
-    def _make_updaters(self) -> dict[str, Updater]:
-        return {name: Updater(m.parameters(), self.config.learning_rate, name=name) for name, m in self.nets.items()}
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        assert self.ema is not None
-        self.ema.model.to(self.device)
 
     def _attach_data(self) -> None:
         c = self.config

@@ -33,7 +33,7 @@ from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.guidance import GradientGuide
 from diffagents.nn import TemporalUNet, TemporalValue
 from diffagents.roles import TrajectoryPlanner
-from diffagents.training import EMA, Updater
+from diffagents.training import EMA
 
 
 @dataclass(kw_only=True)
@@ -119,14 +119,6 @@ class Diffuser(OfflineAgent):
         self.plans_made = 0
         self.decisions = 0
         return modules
-
-    def _make_updaters(self) -> dict[str, Updater]:
-        return {name: Updater(m.parameters(), self.config.learning_rate, name=name) for name, m in self.nets.items()}
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        assert self.ema is not None
-        self.ema.model.to(self.device)
 
     def _attach_data(self) -> None:
         c = self.config

@@ -217,11 +217,6 @@ class DiffusionPolicy(OfflineAgent):
                                   optimizer="adamw", weight_decay=c.weight_decay, betas=c.adam_betas,
                                   name="policy")}
 
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        assert self.ema is not None
-        self.ema.model.to(self.device)
-
     def _attach_data(self) -> None:
         attach_chunk_windows(self, self.config.obs_horizon, self.config.pred_horizon)
 

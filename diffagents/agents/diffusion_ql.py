@@ -112,11 +112,6 @@ class DiffusionQL(OfflineAgent):
                               name="critic"),
         }
 
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        assert self.ema is not None
-        self.ema.model.to(self.device)
-
     @property
     def actor(self) -> DiffusionActionPolicy:
         return self.nets["actor"]  # type: ignore[return-value]

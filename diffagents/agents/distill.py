@@ -111,11 +111,6 @@ class DistilledPolicy(OfflineAgent):
         return {"student": Updater(self.nets["student"].parameters(), self.config.learning_rate,
                                    grad_clip=self.config.grad_clip, name="student")}
 
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        assert self.ema is not None
-        self.ema.model.to(self.device)
-
     @property
     def student(self) -> DistilledConsistencyPolicy:
         return self.nets["student"]  # type: ignore[return-value]

@@ -26,7 +26,7 @@ from diffagents.agents.config import AgentConfig
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.nn import ResidualMLPDenoiser, TwinQ, ValueMLP
 from diffagents.roles import DiffusionActionPolicy
-from diffagents.training import EMA, Updater, soft_update
+from diffagents.training import EMA, soft_update
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -84,15 +84,6 @@ class IDQL(OfflineAgent):
         self.ema = EMA(actor, decay=c.ema_decay)
         return {"actor": actor, "critic": critic, "critic_target": copy.deepcopy(critic).requires_grad_(False),
                 "value": ValueMLP(obs_dim, hidden=c.critic_hidden, activation=c.activation)}
-
-    def _make_updaters(self) -> dict[str, Updater]:
-        lr = self.config.learning_rate
-        return {name: Updater(self.nets[name].parameters(), lr, name=name) for name in ("actor", "critic", "value")}
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        assert self.ema is not None
-        self.ema.model.to(self.device)
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.config
