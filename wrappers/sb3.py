@@ -47,6 +47,25 @@ class _SynthERMixin:
     pos: int
     full: bool
 
+    def __init__(self, buffer_size: int, observation_space: spaces.Space[Any], action_space: spaces.Space[Any],
+                 device: th.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
+                 handle_timeout_termination: bool = True, *, synthetic_ratio: float = 0.5,
+                 retrain_every: int = 10_000, generator_steps: int | None = None, synthetic_size: int = 200_000,
+                 synthesizer_kwargs: dict[str, Any] | None = None, min_real: int | None = None,
+                 warm_start: bool = True, generator_batch_size: int | None = None, sample_steps: int | None = None,
+                 seed: int | None = None) -> None:
+        """SB3's buffer arguments (as ``OffPolicyAlgorithm`` passes them), then the SynthER keywords."""
+        super().__init__(buffer_size, observation_space, action_space, device=device,  # type: ignore[call-arg]
+                         n_envs=n_envs, optimize_memory_usage=optimize_memory_usage,
+                         handle_timeout_termination=handle_timeout_termination)
+        self._setup_synther(synthetic_ratio, retrain_every, generator_steps, synthetic_size, synthesizer_kwargs,
+                            min_real, warm_start, generator_batch_size, sample_steps, seed)
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        """SB3's ``add`` (Box or Dict observations), then count env steps and retrain the generator when due."""
+        super().add(*args, **kwargs)  # type: ignore[misc]
+        self._after_add()
+
     def _setup_synther(self, synthetic_ratio: float, retrain_every: int, generator_steps: int | None,
                        synthetic_size: int, synthesizer_kwargs: dict[str, Any] | None, min_real: int | None,
                        warm_start: bool, generator_batch_size: int | None, sample_steps: int | None,
@@ -224,24 +243,6 @@ class SynthERReplayBuffer(_SynthERMixin, ReplayBuffer):
         seed: generator seed.
     """
 
-    def __init__(self, buffer_size: int, observation_space: spaces.Space[Any], action_space: spaces.Space[Any],
-                 device: th.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
-                 handle_timeout_termination: bool = True, *, synthetic_ratio: float = 0.5,
-                 retrain_every: int = 10_000, generator_steps: int | None = None, synthetic_size: int = 200_000,
-                 synthesizer_kwargs: dict[str, Any] | None = None, min_real: int | None = None,
-                 warm_start: bool = True, generator_batch_size: int | None = None, sample_steps: int | None = None,
-                 seed: int | None = None) -> None:
-        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
-                         optimize_memory_usage=optimize_memory_usage,
-                         handle_timeout_termination=handle_timeout_termination)
-        self._setup_synther(synthetic_ratio, retrain_every, generator_steps, synthetic_size, synthesizer_kwargs,
-                            min_real, warm_start, generator_batch_size, sample_steps, seed)
-
-    def add(self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-            done: np.ndarray, infos: list[dict[str, Any]]) -> None:
-        super().add(obs, next_obs, action, reward, done, infos)
-        self._after_add()
-
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
         n_syn = self._split(batch_size)
         if n_syn == 0:
@@ -258,24 +259,6 @@ class SynthERDictReplayBuffer(_SynthERMixin, DictReplayBuffer):
 
     The generator flattens all observation keys in sorted order and serves synthetic rows as dicts.
     """
-
-    def __init__(self, buffer_size: int, observation_space: spaces.Dict, action_space: spaces.Space[Any],
-                 device: th.device | str = "auto", n_envs: int = 1, optimize_memory_usage: bool = False,
-                 handle_timeout_termination: bool = True, *, synthetic_ratio: float = 0.5,
-                 retrain_every: int = 10_000, generator_steps: int | None = None, synthetic_size: int = 200_000,
-                 synthesizer_kwargs: dict[str, Any] | None = None, min_real: int | None = None,
-                 warm_start: bool = True, generator_batch_size: int | None = None, sample_steps: int | None = None,
-                 seed: int | None = None) -> None:
-        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs,
-                         optimize_memory_usage=optimize_memory_usage,
-                         handle_timeout_termination=handle_timeout_termination)
-        self._setup_synther(synthetic_ratio, retrain_every, generator_steps, synthetic_size, synthesizer_kwargs,
-                            min_real, warm_start, generator_batch_size, sample_steps, seed)
-
-    def add(self, obs: dict[str, np.ndarray], next_obs: dict[str, np.ndarray], action: np.ndarray,  # type: ignore[override]
-            reward: np.ndarray, done: np.ndarray, infos: list[dict[str, Any]]) -> None:
-        super().add(obs, next_obs, action, reward, done, infos)
-        self._after_add()
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> DictReplayBufferSamples:  # type: ignore[override]
         n_syn = self._split(batch_size)
