@@ -90,3 +90,15 @@ def test_zoo_agents_reproduce_their_cards(zoo_id: str) -> None:
                                                                                               "return_std")
     tol = 3.0 * math.sqrt(card[std_key] ** 2 / n + card[std_key] ** 2 / card["episodes"]) + 1e-6
     assert abs(fresh[key] - card[key]) <= tol, json.dumps({"fresh": fresh, "card": card})
+
+
+@pytest.mark.parametrize("zoo_id", TRAINED[:1])
+def test_enjoy_records_a_gif(zoo_id: str, tmp_path: Path) -> None:
+    import imageio.v2 as imageio
+
+    from diffagents.zoo.enjoy import record_episode
+
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    path = record_episode(zoo_id, tmp_path / "episode.gif", max_steps=20)
+    frames = imageio.mimread(path)
+    assert len(frames) == 21 and frames[0].ndim == 3
