@@ -95,7 +95,6 @@ def test_zoo_agents_reproduce_their_cards(zoo_id: str) -> None:
 @pytest.mark.parametrize("zoo_id", TRAINED[:1])
 def test_enjoy_records_a_gif(zoo_id: str, tmp_path: Path) -> None:
     import imageio.v2 as imageio
-
     from diffagents.zoo.enjoy import record_episode
 
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
