@@ -22,19 +22,9 @@ from typing import Any
 import numpy as np
 from pettingzoo.utils.wrappers import BaseParallelWrapper
 
+from diffagents.agents.madiff import make_parallel_env  # one implementation, re-exported here
+
 JointPolicy = Callable[[dict[str, np.ndarray]], dict[str, Any]]
-
-
-def make_parallel_env(env: Any) -> Any:
-    """A Parallel env from an instance or a zero-argument factory (e.g. ``functools.partial(parallel_env, N=4)``)."""
-    if hasattr(env, "possible_agents"):
-        return env
-    if callable(env):
-        made = env()
-        if hasattr(made, "possible_agents"):
-            return made
-        raise TypeError(f"env: the factory returned {type(made).__name__}, expected a PettingZoo Parallel env")
-    raise TypeError(f"env: expected a PettingZoo Parallel env or a callable returning one, got {type(env).__name__}")
 
 
 def agent_order(env: Any) -> list[str]:

@@ -396,7 +396,7 @@ class MADiff:
         if unknown:
             raise ValueError(f"MADiff: unknown hyperparameters {unknown}; expected some of {sorted(fields)}")
         self.config = self.config_class(**hyperparameters)
-        self.env = _make_env(env)
+        self.env = None if env is None else make_parallel_env(env)
         self.dataset = load_dataset(dataset) if dataset is not None else None
         self.spec = self._resolve_spec(_spec)
         self.device = get_device(device)
@@ -736,9 +736,9 @@ class MADiff:
         return agent
 
 
-def _make_env(env: Any) -> Any:
+def make_parallel_env(env: Any) -> Any:
     """A Parallel env from an instance or a zero-argument factory (``functools.partial(parallel_env, ...)``)."""
-    if env is None or hasattr(env, "possible_agents"):
+    if hasattr(env, "possible_agents"):
         return env
     if callable(env):
         made = env()
