@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -115,16 +114,12 @@ class SynthERTianshouBuffer(ReplayBufferManager):
 
     def retrain(self) -> dict[str, float]:
         """Fit the generator on the real sub-buffers and refill the synthetic sub-buffer."""
-        t0 = time.perf_counter()
-        self.generator.fit(self.real_arrays(), steps=self.generator_steps)
-        t1 = time.perf_counter()
-        data = self.generator.sample(self.synthetic_size, seed=self._seed + 7919 * (len(self.retrain_log) + 1),
-                                     sample_steps=self.sample_steps)
-        t2 = time.perf_counter()
+        data, stats = self.generator.refit_and_sample(
+            self.real_arrays(), self.synthetic_size, steps=self.generator_steps,
+            seed=self._seed + 7919 * (len(self.retrain_log) + 1), sample_steps=self.sample_steps)
         self.set_synthetic(data)
         self.last_retrain = self.env_steps_added
-        log = {"env_steps": float(self.env_steps_added), "real_size": float(self.real_size()),
-               "fit_s": t1 - t0, "sample_s": t2 - t1}
+        log = {"env_steps": float(self.env_steps_added), "real_size": float(self.real_size()), **stats}
         self.retrain_log.append(log)
         return log
 

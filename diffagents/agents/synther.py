@@ -337,6 +337,22 @@ class SynthER:
             raise RuntimeError("SynthER: call fit(...) (or load a fitted checkpoint) before sampling")
         return self.normalizer
 
+    def refit_and_sample(self, data: Any, n: int, *, steps: int | None, batch_size: int | None = None,
+                         seed: int | None = None, sample_steps: int | None = None
+                         ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Fit on ``data``, then draw ``n`` transitions: the retraining step of the online replay buffers.
+
+        Returns:
+            The samples and ``{"fit_s", "sample_s", "final_loss"}`` timings / loss.
+        """
+        t0 = time.perf_counter()
+        self.fit(data, steps=steps, batch_size=batch_size)
+        t1 = time.perf_counter()
+        samples = self.sample(n, seed=seed, sample_steps=sample_steps)
+        stats = {"fit_s": t1 - t0, "sample_s": time.perf_counter() - t1,
+                 "final_loss": float(self.fit_log[-1]["final_loss"])}
+        return samples, stats
+
     def sample(self, n: int, *, batch_size: int | None = None, seed: int | None = None, temperature: float = 1.0,
                sample_steps: int | None = None) -> dict[str, np.ndarray]:
         """Draw ``n`` synthetic transitions in env units.
