@@ -29,6 +29,7 @@ from tianshou.algorithm.algorithm_base import OfflineAlgorithm, OffPolicyAlgorit
 from tianshou.data import Batch, ReplayBuffer
 
 from diffagents.agents.plan_cache import PlanCache
+from diffagents.transfer import to_device
 
 
 def from_minari(dataset: Any, *, drop_invalid: bool = False) -> ReplayBuffer:
@@ -182,7 +183,7 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
     # -- update --------------------------------------------------------------------------------------------
     def _update_with_batch(self, batch: Any) -> DiffusionTrainingStats:
         agent = self.agent
-        tensors = {k: torch.as_tensor(np.asarray(v), device=agent.device) for k, v in batch.items()}
+        tensors = {k: to_device(np.asarray(v), agent.device) for k, v in batch.items()}
         agent.policy.set_training_mode(True)
         stats = agent._train_step(tensors)
         agent.num_timesteps += 1
@@ -206,11 +207,12 @@ class OnlineCPQLPolicy(Policy):
         from diffagents.agents.cpql import cpql_select_action
 
         agent, p = self.agent, self.agent.policy
-        obs = torch.as_tensor(np.asarray(batch.obs), dtype=torch.float32, device=agent.device).flatten(1)
+        obs = to_device(np.asarray(batch.obs), agent.device, torch.float32).flatten(1)
         deterministic = not self.is_within_training_step
         gen = torch.Generator(device=agent.device).manual_seed(agent.config.eval_seed) if deterministic else None
         with torch.no_grad():
-            act = cpql_select_action(p.actor, p.critic_target, obs, agent.config.n_candidates, deterministic, gen)
+            act = cpql_select_action(p.actor, p.critic_target, obs, agent.config.n_candidates, deterministic, gen,
+                                     owner=p)
         return Batch(act=act.float().cpu().numpy(), state=state)
 
 
@@ -229,7 +231,7 @@ class OnlineCPQLAlgorithm(OffPolicyAlgorithm[OnlineCPQLPolicy]):
         dev = agent.device
 
         def t(x: Any) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev)
+            return to_device(np.asarray(x), dev, torch.float32)
 
         data = {"obs": t(batch.obs).flatten(1), "action": t(batch.act),  # raw policy actions, already in [-1, 1]
                 "reward": t(batch.rew).view(-1), "next_obs": t(batch.obs_next).flatten(1),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,11 +38,13 @@ from torch import nn
 
 from diffagents import __version__
 from diffagents.agents.config import AgentConfig
+from diffagents.cuda_graph import Out, maybe_graphed
 from diffagents.distributed import broadcast_modules, is_main_process, local_device, maybe_init, rank
 from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
 from diffagents.rng import get_rng_state, set_rng_state
 from diffagents.spaces import space_from_dict, space_to_dict, spaces_equal
 from diffagents.training import EMA, Updater, autocast, check_finite, make_lr_schedule
+from diffagents.transfer import to_device
 
 
 class ModuleBundle(BasePolicy):
@@ -403,7 +406,7 @@ class OfflineAgent(BaseAlgorithm):
         if not np.all(np.isfinite(flat)):
             raise ValueError("observation: contains NaN or Inf values")
         flat = self._norm_obs_np(flat)
-        return torch.as_tensor(flat, device=self.device), vectorized
+        return to_device(flat, self.device), vectorized  # pinned, non-blocking on CUDA
 
     def predict(self, observation: Any, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = False) -> tuple[np.ndarray, Any]:
@@ -414,6 +417,16 @@ class OfflineAgent(BaseAlgorithm):
             actions, state = self._act(obs, state, episode_start, deterministic)
         act = self.unscale_action(actions.float().cpu().numpy()).reshape((-1, *tuple(self.action_space.shape)))
         return (act if vectorized else act[0]), state
+
+    def _graphed(self, name: str, fn: Callable[..., Out], *inputs: torch.Tensor,
+                 generator: torch.Generator | None = None, key: Hashable = ()) -> Out:
+        """Act-time sampling ``fn(*inputs, generator=generator)``: replayed from a CUDA graph per input signature
+        when ``config.cuda_graph`` is on and the inputs are on CUDA, eager otherwise (identical on CPU).
+
+        ``fn`` must be a pure tensor function (see :mod:`diffagents.cuda_graph`); ``key`` names the Python state
+        it depends on that may change (e.g. the sampler, replaced by ``set_sampler``).
+        """
+        return maybe_graphed(self, self.config.cuda_graph, name, fn, *inputs, generator=generator, key=key)
 
     def eval_generator(self) -> torch.Generator:
         """A generator seeded with ``config.eval_seed`` for deterministic action sampling."""

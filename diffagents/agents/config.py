@@ -22,6 +22,10 @@ class AgentConfig:
         precision: ``"fp32"`` or ``"bf16"`` (autocast).
         eval_seed: seed of the fixed initial noise used by ``predict(..., deterministic=True)``.
         compile: compile every network with ``torch.compile`` (in place, so checkpoints keep their keys).
+        cuda_graph: on CUDA, run act-time sampling as a captured CUDA graph (one launch per decision instead of
+            one per kernel; :mod:`diffagents.cuda_graph`). Batch sizes seen first are graphed (up to 4 per call
+            site), other shapes run eagerly, as does everything on CPU. Checkpoints written before this field
+            existed load with the default (off).
     """
 
     batch_size: int = 256
@@ -31,6 +35,7 @@ class AgentConfig:
     precision: str = "fp32"
     eval_seed: int = 0
     compile: bool = False
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         self._check(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)

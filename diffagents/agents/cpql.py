@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -41,9 +42,10 @@ from torch import nn
 from diffagents import __version__
 from diffagents.agents.base import OfflineAgent
 from diffagents.agents.config import AgentConfig
+from diffagents.cuda_graph import maybe_graphed
 from diffagents.nn import MLPDenoiser, TwinQ
 from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
-from diffagents.roles import select_candidates
+from diffagents.roles import scored_candidates, select_candidates
 from diffagents.roles.consistency_policy import ConsistencyActionPolicy, ct_discretization
 from diffagents.spaces import space_from_dict, space_to_dict, spaces_equal
 from diffagents.training import EMA, Updater, check_finite, make_lr_schedule, soft_update
@@ -185,12 +187,18 @@ def cpql_train_step(actor: ConsistencyActionPolicy, ema: EMA, critic: TwinQ, cri
 
 
 def cpql_select_action(actor: ConsistencyActionPolicy, critic_target: TwinQ, obs: torch.Tensor, n: int,
-                       deterministic: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """``n`` one-step candidates per observation, one picked by ``softmax(Q)`` (argmax when deterministic)."""
-    obs_rep, cand = actor.sample_candidates(obs, n, generator=generator)
+                       deterministic: bool, generator: torch.Generator | None, *, owner: Any = None) -> torch.Tensor:
+    """``n`` one-step candidates per observation, one picked by ``softmax(Q)`` (argmax when deterministic).
+
+    ``owner`` (the agent or its online policy) holds the CUDA graphs of the candidate step, used when its
+    ``config.cuda_graph`` is on (:func:`diffagents.cuda_graph.maybe_graphed`); None runs eagerly.
+    """
+    enabled = owner is not None and owner.config.cuda_graph
+    scored = maybe_graphed(owner, enabled, "act", partial(scored_candidates, actor.sample, critic_target, n=n), obs,
+                           generator=generator, key=(actor.sampler,))
     if n == 1:
-        return cand
-    return select_candidates(cand, critic_target.q_min(obs_rep, cand), n, deterministic=deterministic)
+        return scored[0]
+    return select_candidates(scored[0], scored[1], n, deterministic=deterministic)
 
 
 def _make_config(owner: str, hyperparameters: dict[str, Any]) -> CPQLConfig:
@@ -229,7 +237,7 @@ class OfflineCPQL(OfflineAgent):
              ) -> tuple[torch.Tensor, Any]:
         gen = self.eval_generator() if deterministic else None
         return cpql_select_action(self.actor, self.nets["critic_target"], obs, self.config.n_candidates,  # type: ignore[arg-type]
-                                  deterministic, gen), state
+                                  deterministic, gen, owner=self), state
 
 
 # ---------------------------------------------------------------------------------------------- online
@@ -252,7 +260,8 @@ class CPQLPolicy(BasePolicy):
     def _predict(self, observation: Any, deterministic: bool = False) -> torch.Tensor:
         obs = observation.float().flatten(1)
         gen = torch.Generator(device=obs.device).manual_seed(self.config.eval_seed) if deterministic else None
-        return cpql_select_action(self.actor, self.critic_target, obs, self.config.n_candidates, deterministic, gen)
+        return cpql_select_action(self.actor, self.critic_target, obs, self.config.n_candidates, deterministic, gen,
+                                  owner=self)
 
 
 class OnlineCPQL(OffPolicyAlgorithm):

@@ -138,7 +138,14 @@ class DecisionDiffuser(OfflineAgent):
         return actions.clamp(-1.0, 1.0), cache
 
     def _plan(self, known: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        """Sample one plan per row with the known states ``(B, K+1, O)`` inpainted and CFG on the target return."""
+        """Sample one plan per row with the known states ``(B, K+1, O)`` inpainted and CFG on the target return
+        (a CUDA graph with ``cuda_graph=True``)."""
+        assert self.ema is not None
+        return self._graphed("plan", self._sample_plans, known, generator=self.eval_generator() if deterministic
+                             else None, key=(self.ema.model.sampler,))
+
+    def _sample_plans(self, known: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """:meth:`_plan` as a pure tensor function of the known states."""
         c = self.config
         assert self.ema is not None
         planner: TrajectoryPlanner = self.ema.model  # type: ignore[assignment]
@@ -146,6 +153,5 @@ class DecisionDiffuser(OfflineAgent):
         shape = (b, c.horizon, self.obs_dim)
         cond = torch.full((b, 1), c.target_return, device=known.device, dtype=known.dtype)
         guided = ClassifierFreeGuidance(planner.denoiser, c.guidance_weight)  # type: ignore[arg-type]
-        gen = self.eval_generator() if deterministic else None
-        return planner.plan(b, planner.condition(shape, known), cond=cond, denoiser=guided, generator=gen,
+        return planner.plan(b, planner.condition(shape, known), cond=cond, denoiser=guided, generator=generator,
                             device=known.device)

@@ -172,7 +172,18 @@ class Diffuser(OfflineAgent):
         return goal
 
     def _plan(self, obs: torch.Tensor, deterministic: bool, prev: torch.Tensor | None = None) -> torch.Tensor:
-        """Best of ``n_samples`` guided plans per observation row: ``(B, H, A + S)``."""
+        """Best of ``n_samples`` guided plans per observation row: ``(B, H, A + S)`` (a CUDA graph with
+        ``cuda_graph=True``)."""
+        assert self.ema is not None
+        gen = self.eval_generator() if deterministic else None
+        plans = self._graphed("plan", self._sample_plans, *((obs,) if prev is None else (obs, prev)), generator=gen,
+                              key=(self.ema.model.sampler,))
+        self.plans_made += obs.shape[0]
+        return plans
+
+    def _sample_plans(self, obs: torch.Tensor, prev: torch.Tensor | None = None, *,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """:meth:`_plan` as a pure tensor function of the observations and the previous plans (warm start)."""
         c = self.config
         assert self.ema is not None
         planner: TrajectoryPlanner = self.ema.model  # type: ignore[assignment]
@@ -180,7 +191,6 @@ class Diffuser(OfflineAgent):
         obs_rep = obs.repeat_interleave(n, dim=0)  # (B*n, O)
         shape = (b * n, c.horizon, planner.transition_dim)
         inpaint = self._inpaint(shape, obs_rep, self._goal_state(obs_rep))
-        gen = self.eval_generator() if deterministic else None
         guides = []
         value = self.nets["value"] if "value" in self.nets else None
         if value is not None and c.guide_scale > 0 and c.n_guide_steps > 0:
@@ -190,10 +200,9 @@ class Diffuser(OfflineAgent):
         if prev is not None and c.warm_start is not None:
             start = int(round((1.0 - c.warm_start) * len(planner.sampler.timesteps)))
             shifted = shift_plans(prev, c.replan_every or 1).repeat_interleave(n, dim=0)
-            x_init = planner.renoise(shifted, start, gen)
-        plans = planner.plan(b * n, inpaint, guides=guides, generator=gen, x_init=x_init, start_index=start,
+            x_init = planner.renoise(shifted, start, generator)
+        plans = planner.plan(b * n, inpaint, guides=guides, generator=generator, x_init=x_init, start_index=start,
                              device=obs.device)
-        self.plans_made += b
         if n == 1:
             return plans
         scores = value(plans, torch.zeros(b * n, device=obs.device)) if value is not None else \

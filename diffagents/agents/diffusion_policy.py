@@ -242,7 +242,9 @@ class DiffusionPolicy(OfflineAgent):
     def _sample_chunks(self, cond: torch.Tensor, deterministic: bool) -> torch.Tensor:
         assert self.ema is not None
         self.chunks_sampled += cond.shape[0]
-        return self.ema.model.sample(cond, generator=self.eval_generator() if deterministic else None)  # type: ignore[operator]
+        policy: ActionChunkPolicy = self.ema.model  # type: ignore[assignment]
+        return self._graphed("chunks", policy.sample, cond, generator=self.eval_generator() if deterministic else None,
+                             key=(policy.sampler,))
 
     def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:

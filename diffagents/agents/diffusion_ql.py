@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from diffagents.agents.base import OfflineAgent
 from diffagents.agents.config import AgentConfig
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.nn import MLPDenoiser, TwinQ
-from diffagents.roles import DiffusionActionPolicy, select_candidates
+from diffagents.roles import DiffusionActionPolicy, scored_candidates, select_candidates
 from diffagents.training import EMA, Updater, soft_update
 
 
@@ -174,12 +175,11 @@ class DiffusionQL(OfflineAgent):
         actor: DiffusionActionPolicy = self.ema.model  # type: ignore[assignment]
         gen = self.eval_generator() if deterministic else None
         n = self.config.n_candidates
-        obs_rep, cand = actor.sample_candidates(obs, n, generator=gen)
+        scored = self._graphed("act", partial(scored_candidates, actor.sample, self.nets["critic_target"], n=n),
+                               obs, generator=gen, key=(actor.sampler,))
         if n == 1:
-            return cand, state
-        critic_target: TwinQ = self.nets["critic_target"]  # type: ignore[assignment]
-        q = critic_target.q_min(obs_rep, cand)
-        return select_candidates(cand, q, n, deterministic=deterministic), state
+            return scored[0], state
+        return select_candidates(scored[0], scored[1], n, deterministic=deterministic), state
 
     def set_sampler(self, sampler: str, num_inference_steps: int | None = None, **kwargs: Any) -> None:
         """Use another sampler at act time (e.g. ``"dpm"`` with 3 steps); training keeps the DDPM chain."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,7 @@ from torch import nn
 from diffagents.agents.base import OfflineAgent
 from diffagents.agents.config import AgentConfig
 from diffagents.diffusion import DDIMSampler
-from diffagents.nn import TwinQ
-from diffagents.roles import select_candidates
+from diffagents.roles import scored_candidates, select_candidates
 from diffagents.roles.consistency_policy import DistilledConsistencyPolicy
 from diffagents.training import EMA, Updater
 
@@ -160,7 +160,8 @@ class DistilledPolicy(OfflineAgent):
 
     def _sample(self, cond: torch.Tensor, deterministic: bool) -> torch.Tensor:
         self.chunks_sampled += cond.shape[0]
-        return self.student.sample(cond, generator=self.eval_generator() if deterministic else None)
+        return self._graphed("sample", self.student.sample, cond,
+                             generator=self.eval_generator() if deterministic else None)
 
     def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:
@@ -175,11 +176,10 @@ class DistilledPolicy(OfflineAgent):
             n = int(getattr(self.teacher_config, "n_candidates", 1))
         if "critic" not in self.nets or n == 1:
             return self._sample(obs, deterministic), state
-        obs_rep = obs.repeat_interleave(n, dim=0)  # (B*n, O)
-        cand = self._sample(obs_rep, deterministic)
-        critic: TwinQ = self.nets["critic"]  # type: ignore[assignment]
-        q = critic.q_min(obs_rep, cand)  # (B*n,)
-        return select_candidates(cand, q, n, deterministic=deterministic), state
+        self.chunks_sampled += obs.shape[0] * n
+        scored = self._graphed("act", partial(scored_candidates, self.student.sample, self.nets["critic"], n=n), obs,
+                               generator=self.eval_generator() if deterministic else None)
+        return select_candidates(scored[0], scored[1], n, deterministic=deterministic), state
 
     def predict_chunk(self, obs_history: Any, deterministic: bool = True) -> np.ndarray:
         """As :meth:`DiffusionPolicy.predict_chunk` (Diffusion Policy students only)."""

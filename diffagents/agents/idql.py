@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from diffagents.agents.base import OfflineAgent
 from diffagents.agents.config import AgentConfig
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.nn import ResidualMLPDenoiser, TwinQ, ValueMLP
-from diffagents.roles import DiffusionActionPolicy
+from diffagents.roles import DiffusionActionPolicy, scored_candidates
 from diffagents.training import EMA, soft_update
 
 
@@ -114,11 +115,11 @@ class IDQL(OfflineAgent):
         actor: DiffusionActionPolicy = self.ema.model  # type: ignore[assignment]
         n = self.config.n_candidates
         gen = self.eval_generator() if deterministic else None
-        obs_rep, cand = actor.sample_candidates(obs, n, generator=gen)
+        scored = self._graphed("act", partial(scored_candidates, actor.sample, self.nets["critic_target"], n=n),
+                               obs, generator=gen, key=(actor.sampler,))
         if n == 1:
-            return cand, state
-        critic_target: TwinQ = self.nets["critic_target"]  # type: ignore[assignment]
-        q = critic_target.q_min(obs_rep, cand).view(-1, n)  # (B, n)
+            return scored[0], state
+        cand, q = scored[0], scored[1].view(-1, n)  # (B*n, A), (B, n)
         b = q.shape[0]
         if deterministic or self.config.selection == "argmax":
             idx = q.argmax(dim=1)

@@ -34,11 +34,13 @@ from gymnasium import spaces
 from diffagents import __version__
 from diffagents.agents.config import AgentConfig
 from diffagents.agents.plan_cache import PlanCache
+from diffagents.cuda_graph import maybe_graphed
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.guidance import ClassifierFreeGuidance
 from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
 from diffagents.roles.joint_planner import AgentInverseDynamics, JointPlanner, JointTemporalUNet
 from diffagents.training import EMA, Updater, autocast, check_finite
+from diffagents.transfer import to_device
 
 #: Settings that fit the CPU budget of docs/compute-budget.md Sec. 6-7 (10-20k steps in about 20-40 min for 3
 #: agents at 1 thread; ~55 ms per MADiff-C decision). Measured in short development runs on mpe-spread expert
@@ -595,7 +597,7 @@ class MADiff:
         obs, batched = self.spec.joint_observation(observation)  # (E, N, D)
         if self.normalizer is None and self.config.obs_normalization != "none":
             raise RuntimeError("MADiff.predict: the observation normalizer is not fitted; train or load first")
-        x = torch.as_tensor(self._norm(obs), device=self.device)
+        x = to_device(self._norm(obs), self.device)  # pinned, non-blocking on CUDA
         with torch.no_grad(), autocast(self.device, self.config.precision):
             scaled, state = self._act(x, state, episode_start, deterministic)
         actions = self.spec.to_env_actions(scaled.float().cpu().numpy())  # (E, N, ...) env actions
@@ -650,7 +652,14 @@ class MADiff:
 
     def _plan(self, known: torch.Tensor, target: torch.Tensor, deterministic: bool) -> torch.Tensor:
         """Plans for known histories ``(M, N, K+1, D)`` and targets ``(M,)`` -> ``(M, W, R, N, D)`` (R = N
-        plans under MADiff-D, one per agent)."""
+        plans under MADiff-D, one per agent); a CUDA graph with ``cuda_graph=True``."""
+        gen = torch.Generator(device=self.device).manual_seed(self.config.eval_seed) if deterministic else None
+        return maybe_graphed(self, self.config.cuda_graph, "plan", self._sample_plans, known, target, generator=gen,
+                             key=(self.ema.model.sampler,))
+
+    def _sample_plans(self, known: torch.Tensor, target: torch.Tensor, *,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """:meth:`_plan` as a pure tensor function of the known histories and targets."""
         c, n = self.config, self.spec.n_agents
         m = known.shape[0]
         agent_mask = None
@@ -662,8 +671,7 @@ class MADiff:
         planner: JointPlanner = self.ema.model  # type: ignore[assignment]
         cond = target[:, None].to(known.dtype)  # (rows, 1)
         guided = ClassifierFreeGuidance(planner.denoiser, c.guidance_weight)  # type: ignore[arg-type]
-        gen = torch.Generator(device=self.device).manual_seed(c.eval_seed) if deterministic else None
-        plans = planner.plan(planner.condition(known, agent_mask), cond=cond, denoiser=guided, generator=gen)
+        plans = planner.plan(planner.condition(known, agent_mask), cond=cond, denoiser=guided, generator=generator)
         return plans.view(m, -1, n, c.window, self.spec.obs_dim).permute(0, 3, 1, 2, 4)  # (M, W, R, N, D)
 
     # ------------------------------------------------------------------ persistence

@@ -17,6 +17,7 @@ import math
 import numpy as np
 import torch
 
+from diffagents.cuda_graph import keep_alive
 from diffagents.diffusion.process import check_prediction_type, split_prediction
 from diffagents.diffusion.schedules import NoiseSchedule
 
@@ -79,6 +80,7 @@ def level_tensors(owner: object, levels: list[int] | list[float], batch_size: in
         column = torch.tensor(levels, dtype=dtype, device=device)
         tensors = [column[i].expand(batch_size) for i in range(len(levels))]
         cache[key] = tensors
+    keep_alive(tensors)  # a CUDA graph being captured reads them: they must outlive a cache eviction
     return tensors
 
 
@@ -191,6 +193,7 @@ class DiscreteSampler:
                 cached = [tuple(torch.tensor(v, dtype=like.dtype, device=like.device) for v in values)
                           for values in self._scalar_values]
             self._scalar_cache[key] = cached
+        keep_alive(cached)  # outlive this sampler if a CUDA graph being captured reads them
         return cached
 
     def posterior_variance(self, i: int) -> float:

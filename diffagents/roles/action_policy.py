@@ -7,6 +7,7 @@ reverse chain with x0 clipping to [-1, 1].
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -66,6 +67,19 @@ class DiffusionActionPolicy(nn.Module):
         """``n`` actions per observation: returns ``(obs_rep (B*n, D), actions (B*n, A))``, rows grouped by obs."""
         obs_rep = obs.repeat_interleave(n, dim=0)  # (B*n, D)
         return obs_rep, self.sample(obs_rep, generator=generator)
+
+
+def scored_candidates(sample: Callable[..., torch.Tensor], critic: Any, obs: torch.Tensor, n: int, *,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """``n`` actions per observation from ``sample(obs_rep, generator=...)`` and, when ``n > 1``, their scores
+    ``critic.q_min(obs_rep, actions)``: ``(actions (B*n, A), q (B*n,))``, or ``(actions,)`` when ``n == 1``.
+
+    A pure tensor function (no host sync), so the whole candidate step can run as one CUDA graph; the pick
+    (:func:`select_candidates`) stays outside, since ``torch.multinomial`` syncs with the host.
+    """
+    obs_rep = obs.repeat_interleave(n, dim=0)  # (B*n, D)
+    actions = sample(obs_rep, generator=generator)
+    return (actions, critic.q_min(obs_rep, actions)) if n > 1 else (actions,)
 
 
 def select_candidates(actions: torch.Tensor, scores: torch.Tensor, n: int, *, deterministic: bool,
