@@ -23,29 +23,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from common import hardware, synthetic_dataset, timeit, write
+from common import hardware, synthetic_dataset, write
 
-POLICY_SIZES: dict[str, dict[str, Any]] = {
-    "DiffusionQL": dict(),  # paper: 3x256 MLP, T=5, 50 candidates, batch 256
+from diffagents.bench import SIZES, decision_latency, train_rate
+
+POLICY_SIZES: dict[str, dict[str, Any]] = {  # paper sizes; the same agents and sizes as ``diffagents bench``
+    "DiffusionQL": SIZES["DiffusionQL"],  # 3x256 MLP, T=5, 50 candidates, batch 256
     "DiffusionQL-EDP": dict(action_approx=True),
-    "IDQL": dict(),  # LN-ResNet 256x3, T=5, 64 candidates
+    "IDQL": SIZES["IDQL"],  # LN-ResNet 256x3, T=5, 64 candidates
 }
-PLANNER_SIZES: dict[str, dict[str, Any]] = {
-    # CPU budgets (compute-budget.md §6-7); paper: dim 32, mults (1,2,4,8), n_samples 64
-    "Diffuser": dict(horizon=32, dim=32, dim_mults=(1, 2, 4), n_diffusion_steps=20, n_samples=64, batch_size=32),
-    "DecisionDiffuser": dict(horizon=32, dim=32, dim_mults=(1, 2, 4), n_diffusion_steps=20, batch_size=32),
+PLANNER_SIZES: dict[str, dict[str, Any]] = {  # CPU budgets (compute-budget.md §6-7); paper: dim 32, mults (1,2,4,8)
+    "Diffuser": SIZES["Diffuser"],
+    "DecisionDiffuser": SIZES["DecisionDiffuser"],
 }
-
-
-def train_rate(agent: Any, steps: int) -> float:
-    agent.learn(3)
-    t0 = time.perf_counter()
-    agent.learn(steps, reset_num_timesteps=False)
-    return steps / (time.perf_counter() - t0)
-
-
-def latency(agent: Any, obs: np.ndarray, repeats: int, sync: bool) -> float:
-    return timeit(lambda: agent.predict(obs, deterministic=True), repeats=repeats, warmup=2, sync=sync)["wall_median"]
 
 
 def main() -> None:
@@ -67,8 +57,8 @@ def main() -> None:
         cls = get_agent_class(name.split("-")[0])
         agent = cls(env=env, dataset=ds, seed=0, device=args.device, **kw)
         steps = 10 if quick else (200 if name in POLICY_SIZES else 60)
-        rate = train_rate(agent, steps)
-        lat = latency(agent, obs, 3 if quick else 15, sync)
+        rate = train_rate(agent, steps, sync=sync)
+        lat = decision_latency(agent, obs, 3 if quick else 15, sync)
         rows.append({"agent": name, "train_steps_per_s": rate, "batch": agent.config.batch_size,
                      "latency_ms": 1e3 * lat})
         print(rows[-1], flush=True)
@@ -76,7 +66,7 @@ def main() -> None:
             for sampler, steps_ in (("ddim", 2), ("dpm", 3)):
                 agent.set_sampler(sampler, steps_)
                 rows.append({"agent": f"DiffusionQL act-time {sampler} {steps_} steps", "train_steps_per_s": None,
-                             "batch": None, "latency_ms": 1e3 * latency(agent, obs, 3 if quick else 15, sync)})
+                             "batch": None, "latency_ms": 1e3 * decision_latency(agent, obs, 3 if quick else 15, sync)})
                 print(rows[-1], flush=True)
     # Diffuser samplers, warm start and plan reuse
     sampler_rows: list[dict[str, Any]] = []
@@ -86,7 +76,7 @@ def main() -> None:
             agent = cls(env=env, dataset=ds, seed=0, device=args.device,
                         **{**PLANNER_SIZES["Diffuser"], "n_samples": n_samples, "sampler": sampler,
                            "sampler_steps": n})
-            lat = latency(agent, obs, 3 if quick else 10, sync)
+            lat = decision_latency(agent, obs, 3 if quick else 10, sync)
             sampler_rows.append({"n_samples": n_samples, "sampler": sampler, "steps": n, "latency_ms": 1e3 * lat})
             print(sampler_rows[-1], flush=True)
     reuse_rows = []

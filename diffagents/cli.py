@@ -1,4 +1,4 @@
-"""The ``diffagents`` command line (rl-zoo3 style): data, train, eval, quickstart.
+"""The ``diffagents`` command line (rl-zoo3 style): data, train, eval, zoo, quickstart, bench.
 
 Every command runs torch with one thread unless ``--threads`` says otherwise (two threads on a busy 2-core
 machine can be 100x slower, see docs). Bad arguments exit with status 2 and a one-line error.
@@ -220,6 +220,57 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Gradient steps/s and batch-1 decision latency of each agent on a temporary random dataset."""
+    import gymnasium as gym
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from diffagents import bench
+    from diffagents.agents import get_agent_class
+
+    if args.bench_threads is not None:
+        if args.bench_threads < 1:
+            raise CLIError(f"bench --threads: expected >= 1, got {args.bench_threads}")
+        _set_threads(args.bench_threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CLIError("bench --device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    for name, value in (("--steps", args.steps), ("--repeats", args.repeats)):
+        if value is not None and value < 1:
+            raise CLIError(f"bench {name}: expected >= 1, got {value}")
+    names = args.algos or bench.default_agents()
+    for name in names:
+        try:
+            get_agent_class(name)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+    try:
+        gym.make(args.env).close()
+    except gym.error.Error as exc:
+        raise CLIError(f"bench --env: cannot make {args.env!r}: {exc}") from exc
+    console = Console()
+    info = bench.run(names, env_id=args.env, device=args.device, steps=args.steps or (5 if args.quick else 50),
+                     repeats=args.repeats or (3 if args.quick else 15), dataset_steps=1000 if args.quick else 5000,
+                     on_result=lambda r: console.print(f"{r.agent}: {_fmt(r.train_steps_per_s, 1)} steps/s, "
+                                                       f"{r.latency_ms:.2f} ms", style="dim"))
+    table = Table(title=f"diffagents bench: {args.env}, {args.device}, {info['threads']} thread(s)",
+                  caption=info["hardware"])
+    for col in ("agent", "batch", "train grad steps/s", "latency, batch 1 (ms)"):
+        table.add_column(col, justify="left" if col == "agent" else "right")
+    for r in info["rows"]:
+        table.add_row(r["agent"], str(r["batch"] or ""), _fmt(r["train_steps_per_s"], 1), _fmt(r["latency_ms"], 2))
+    console.print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(info, indent=1))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffagents", description="Diffusion agents for offline and online RL.")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -274,6 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_quickstart)
+
+    b = sub.add_parser("bench", help="training speed and decision latency of the installed agents",
+                       description="Gradient steps/s of each agent's full update and the median latency of "
+                                   "predict(obs, deterministic=True) at batch 1, on a small random dataset built "
+                                   "in a temporary folder. Sizes: diffagents.bench.SIZES.")
+    b.add_argument("algos", nargs="*", metavar="ALGO", help="agent names (default: every registered agent)")
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    b.add_argument("--quick", action="store_true", help="smaller dataset, fewer steps and repeats")
+    b.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    b.add_argument("--env", default="HalfCheetah-v5", help="env giving the shapes (default HalfCheetah-v5)")
+    b.add_argument("--steps", type=int, default=None, help="timed gradient steps (default 50, quick 5)")
+    b.add_argument("--repeats", type=int, default=None, help="timed decisions (default 15, quick 3)")
+    b.add_argument("--threads", dest="bench_threads", type=int, default=None,
+                   help="torch CPU threads (default: the global --threads, 1)")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

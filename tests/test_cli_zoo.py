@@ -20,7 +20,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
-@pytest.mark.parametrize("cmd", [[], ["data"], ["train"], ["eval"], ["zoo"], ["quickstart"]])
+@pytest.mark.parametrize("cmd", [[], ["data"], ["train"], ["eval"], ["zoo"], ["quickstart"], ["bench"]])
 def test_help_on_every_command(cmd: list[str]) -> None:
     proc = run_cli(*cmd, "--help")
     assert proc.returncode == 0 and "usage:" in proc.stdout
@@ -35,6 +35,33 @@ def test_bad_arguments_exit_2_with_one_line_error(tmp_path: Path, capsys: pytest
     assert main(["data", "make", "diffagents/nosuch/thing-v0"]) == 2
     with pytest.raises(SystemExit) as exc:
         main(["--threads", "0", "data", "list"])
+    assert exc.value.code == 2
+
+
+def test_bench_reports_speed_in_a_table_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", "diffusionql", "--quick", "--steps", "2", "--repeats", "2", "--env", "Pendulum-v1",
+                   "--json", str(out), env={"MINARI_DATASETS_PATH": str(tmp_path / "minari")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DiffusionQL" in proc.stdout and "steps/s" in proc.stdout
+    info = json.loads(out.read_text())
+    assert info["threads"] == 1 and info["device"] == "cpu" and len(info["rows"]) == 1
+    row = info["rows"][0]
+    assert row["agent"] == "DiffusionQL" and row["batch"] == 256
+    assert math.isfinite(row["train_steps_per_s"]) and row["train_steps_per_s"] > 0
+    assert math.isfinite(row["latency_ms"]) and row["latency_ms"] > 0
+    assert not (tmp_path / "minari").exists()  # the random dataset lives in a temporary folder
+
+
+def test_bench_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "nosuchalgo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("diffagents: error:") and "nosuchalgo" in err[0]
+    assert main(["bench", "diffusionql", "--steps", "0"]) == 2
+    assert main(["bench", "diffusionql", "--threads", "0"]) == 2
+    assert main(["bench", "diffusionql", "--env", "NoSuchEnv-v0"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--device", "tpu"])
     assert exc.value.code == 2
 
 

@@ -14,6 +14,6 @@ and the evaluation, mean +- std over >= 20 episodes with the normalized score).
 
 from __future__ import annotations
 
-from diffagents.zoo.registry import ZooEntry, card, entries, evaluate, list_agents, load, train
+from diffagents.zoo.registry import ZooEntry, card, entries, evaluate, list_agents, load, make_env, train
 
-__all__ = ["ZooEntry", "card", "entries", "evaluate", "list_agents", "load", "train"]
+__all__ = ["ZooEntry", "card", "entries", "evaluate", "list_agents", "load", "make_env", "train"]

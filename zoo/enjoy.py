@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def record_episode(zoo_id: str, path: str | Path, *, seed: int = 0, max_steps: int = 1000, fps: int = 30) -> Path:
-    """Run one deterministic episode with ``render_mode="rgb_array"`` and write the frames with imageio."""
+def record_episode(zoo_id: str, path: str | Path, *, seed: int = 0, max_steps: int = 1000, fps: int = 30,
+                   scale: float = 1.0) -> Path:
+    """Run one deterministic episode with ``render_mode="rgb_array"`` and write the frames with imageio.
+
+    ``scale`` < 1 downsizes the frames (smaller GIFs).
+    """
     import gymnasium as gym
     import imageio.v2 as imageio
     from diffagents.zoo.registry import _entry, _env, load
@@ -28,5 +33,11 @@ def record_episode(zoo_id: str, path: str | Path, *, seed: int = 0, max_steps: i
         if term or trunc:
             break
     out = Path(path)
-    imageio.mimsave(out, [np.asarray(f) for f in frames if f is not None], duration=1000 / fps)
+    images: list[Any] = [np.asarray(f) for f in frames if f is not None]
+    if scale != 1.0:
+        from PIL import Image
+
+        size = (max(1, round(images[0].shape[1] * scale)), max(1, round(images[0].shape[0] * scale)))
+        images = [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.LANCZOS)) for f in images]
+    imageio.mimsave(out, images, duration=1000 / fps)
     return out

@@ -103,6 +103,11 @@ def _env(entry: ZooEntry, dataset: Any = None) -> Any:
     return dataset.recover_environment(eval_env=True)
 
 
+def make_env(zoo_id: str) -> Any:
+    """The evaluation env of zoo entry ``zoo_id`` (its ``env`` id, or its dataset's eval env)."""
+    return _env(_entry(zoo_id))
+
+
 def load(zoo_id: str, env: Any = None, device: str = "auto") -> Any:
     """A ready agent from the zoo (weights shipped in the package; loading never unpickles)."""
     from diffagents.agents import get_agent_class

@@ -1,0 +1,214 @@
+"""Training throughput and decision latency of the installed agents, measured in-process.
+
+Used by ``diffagents bench`` (the ``benchmarks/`` folder is not installed with the package) and by
+``benchmarks/agent_speed.py``. For each agent: gradient steps/s of its full ``learn`` update (critic, actor, EMA,
+...) at its batch size, and the median wall time of ``predict(obs, deterministic=True)`` at batch 1 (candidate
+selection and planning included). The data is a small Minari dataset of uniform-random steps of a Gymnasium env
+(:func:`synthetic_dataset`), used only for shapes and normalisers.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Sizes benchmarked per agent: the paper defaults for the policies, CPU budgets (docs/compute-budget.md Sec. 6-7)
+#: for the U-Net agents, whose paper sizes take seconds per step on one CPU thread.
+SIZES: dict[str, dict[str, Any]] = {
+    "DiffusionQL": {},  # 3x256 MLP, T=5, 50 candidates, batch 256
+    "IDQL": {},  # LN-ResNet 256x3, T=5, 64 candidates
+    "CPQL": {},
+    "OnlineCPQL": {},
+    "DiffusionPolicy": dict(dim=64, batch_size=64),
+    "Diffuser": dict(horizon=32, dim=32, dim_mults=(1, 2, 4), n_diffusion_steps=20, n_samples=64, batch_size=32),
+    "DecisionDiffuser": dict(horizon=32, dim=32, dim_mults=(1, 2, 4), n_diffusion_steps=20, batch_size=32),
+    "DistilledPolicy": {},  # teacher: DiffusionQL at its SIZES entry
+}
+
+
+@dataclass
+class SpeedResult:
+    """One agent's measurements (``train_steps_per_s`` is None when only acting was timed)."""
+
+    agent: str
+    batch: int | None
+    train_steps_per_s: float | None
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_agents() -> list[str]:
+    """Every registered agent class present in this installation, once each (``CPQL`` stands for OfflineCPQL)."""
+    from diffagents.agents import available_agents
+
+    return [name for name in dict.fromkeys(available_agents()) if name != "OfflineCPQL"]
+
+
+def timeit(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 3, sync: bool = False) -> dict[str, float]:
+    """Median / min wall and median CPU seconds of ``fn`` over ``repeats`` calls (CUDA-synchronised if ``sync``)."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    walls, cpus = [], []
+    for _ in range(repeats):
+        if sync:
+            torch.cuda.synchronize()
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        if sync:
+            torch.cuda.synchronize()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return {"wall_median": statistics.median(walls), "wall_min": min(walls), "cpu_median": statistics.median(cpus)}
+
+
+def synthetic_dataset(env_id: str, steps: int, root: str | Path, seed: int = 0) -> Any:
+    """A Minari dataset of ``steps`` uniform-random steps of ``env_id`` under ``root`` (for speed measurements only).
+
+    Sets ``MINARI_DATASETS_PATH`` to ``root``; a dataset already there is reused.
+    """
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    dataset_id = f"bench/{env_id.lower().replace('-', '')}/random-v0"
+    try:
+        return minari.load_dataset(dataset_id)
+    except FileNotFoundError:
+        pass
+    env = gym.make(env_id)
+    env.action_space.seed(seed)
+    buffers, total, ep = [], 0, 0
+    while total < steps:
+        obs, _ = env.reset(seed=seed + ep)
+        o, a, r, te, tr = [obs], [], [], [], []
+        while True:
+            act = env.action_space.sample()
+            obs, rew, term, trunc, _ = env.step(act)
+            o.append(obs)
+            a.append(act)
+            r.append(rew)
+            te.append(term)
+            tr.append(trunc or total + len(a) >= steps)
+            if te[-1] or tr[-1]:
+                break
+        buffers.append(EpisodeBuffer(id=ep, observations=np.asarray(o), actions=np.asarray(a),
+                                     rewards=np.asarray(r), terminations=np.asarray(te), truncations=np.asarray(tr)))
+        total += len(a)
+        ep += 1
+    with warnings.catch_warnings():  # minari asks for author / code permalink metadata
+        warnings.simplefilter("ignore", UserWarning)
+        return minari.create_dataset_from_buffers(dataset_id, buffers, env=env_id, algorithm_name="random",
+                                                  description=f"{total} uniform-random steps of {env_id}")
+
+
+def build_agent(name: str, env: Any, dataset: Any, *, device: str = "cpu", seed: int = 0, **overrides: Any) -> Any:
+    """Agent ``name`` (case-insensitive registry name) at its :data:`SIZES` entry updated with ``overrides``.
+
+    ``DistilledPolicy`` is distilled (one step) from a DiffusionQL teacher; ``OnlineCPQL`` gets its replay buffer
+    filled with ``batch_size`` random env steps so that its ``train`` can be timed.
+    """
+    from diffagents.agents import get_agent_class
+
+    cls = get_agent_class(name)
+    kw = {**SIZES.get(cls.__name__, {}), **overrides}
+    if cls.__name__ == "DistilledPolicy":
+        from diffagents.agents.distill import distill
+
+        teacher = get_agent_class("DiffusionQL")(env=env, dataset=dataset, seed=seed, device=device,
+                                                  **SIZES["DiffusionQL"])
+        return distill(teacher, steps=1, seed=seed, **kw)
+    if cls.__name__ == "OnlineCPQL":
+        kw.setdefault("batch_size", 256)
+        agent = cls(env=env, seed=seed, device=device, **{"learning_starts": kw["batch_size"], **kw})
+        agent.learn(kw["batch_size"] + 1)
+        return agent
+    return cls(env=env, dataset=dataset, seed=seed, device=device, **kw)
+
+
+def train_rate(agent: Any, steps: int, warmup: int = 3, sync: bool = False) -> float:
+    """Gradient steps per second of ``agent``'s full update over ``steps`` steps (after ``warmup`` steps)."""
+    import torch
+
+    online = not hasattr(agent, "set_dataset")  # an SB3 OffPolicyAlgorithm: time its train() on the filled buffer
+
+    def run(n: int) -> None:
+        if online:
+            agent.train(gradient_steps=n, batch_size=agent.batch_size)
+        else:
+            agent.learn(n, reset_num_timesteps=False)
+
+    run(warmup)
+    if sync:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    run(steps)
+    if sync:
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - t0)
+
+
+def decision_latency(agent: Any, obs: Any, repeats: int = 15, sync: bool = False) -> float:
+    """Median seconds of ``agent.predict(obs, deterministic=True)`` for one observation."""
+    return timeit(lambda: agent.predict(obs, deterministic=True), repeats=repeats, warmup=2, sync=sync)["wall_median"]
+
+
+def measure(name: str, env: Any, dataset: Any, *, device: str = "cpu", steps: int = 50, repeats: int = 15,
+            seed: int = 0, **overrides: Any) -> SpeedResult:
+    """Build agent ``name`` (:func:`build_agent`) and time ``steps`` gradient steps and ``repeats`` decisions."""
+    agent = build_agent(name, env, dataset, device=device, seed=seed, **overrides)
+    sync = str(device).startswith("cuda")
+    obs = env.observation_space.sample()
+    rate = train_rate(agent, steps, sync=sync) if steps > 0 else None
+    lat = decision_latency(agent, obs, repeats, sync=sync)
+    batch = getattr(getattr(agent, "config", None), "batch_size", None)
+    return SpeedResult(agent=type(agent).__name__, batch=batch, train_steps_per_s=rate, latency_ms=1e3 * lat)
+
+
+def run(names: Sequence[str], *, env_id: str = "HalfCheetah-v5", device: str = "cpu", steps: int = 50,
+        repeats: int = 15, dataset_steps: int = 5000,
+        on_result: Callable[[SpeedResult], None] | None = None) -> dict[str, Any]:
+    """:func:`measure` every agent in ``names`` on a random ``env_id`` dataset built in a temporary folder.
+
+    ``MINARI_DATASETS_PATH`` is restored afterwards. ``on_result`` is called after each agent.
+
+    Returns:
+        ``hardware``, ``device``, ``threads``, ``env``, ``train_steps``, ``latency_repeats`` and ``rows`` (one
+        :meth:`SpeedResult.to_dict` per agent).
+    """
+    import gymnasium as gym
+    import torch
+
+    from diffagents.sysinfo import hardware
+
+    env = gym.make(env_id)
+    rows = []
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    try:
+        with tempfile.TemporaryDirectory(prefix="diffagents_bench_") as root:
+            ds = synthetic_dataset(env_id, dataset_steps, root)
+            for name in names:
+                res = measure(name, env, ds, device=device, steps=steps, repeats=repeats)
+                rows.append(res.to_dict())
+                if on_result is not None:
+                    on_result(res)
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+    return {"hardware": hardware(), "device": device, "threads": torch.get_num_threads(), "env": env_id,
+            "train_steps": steps, "latency_repeats": repeats, "rows": rows}
