@@ -158,8 +158,8 @@ def write_markdown(rows: list[dict[str, Any]], load: dict[str, Any] | None, args
                   f"{load['hdf5_read_s']} s; with the table cache: transitions in {load['transitions_cached_s']} s, "
                   f"{load['windows']:,} windows (H={args.horizon}) in {load['windows_cached_s']} s; peak RSS "
                   f"{load['peak_rss_mb']} MB.", ""]
-    (RESULTS / "datasets.md").write_text("\n".join(lines))
-    (RESULTS / "datasets.json").write_text(json.dumps({"rows": rows, "load": load}, indent=1))
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"rows": rows, "load": load}, indent=1))
 
 
 def main() -> None:
@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="override every recipe's size (quick checks)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--horizon", type=int, default=64)
+    parser.add_argument("--out", default="datasets", help="results fragment stem (benchmarks/results/OUT.md)")
+    parser.add_argument("--no-load-test", action="store_true", help="skip the fresh-process load test")
     parser.add_argument("--load-only", default=None, help="only run the load test on this dataset id")
     parser.add_argument("--load-test", default=None, help="dataset id for the load test (default: largest)")
     parser.add_argument("--synthetic-load-test", type=int, default=None, metavar="STEPS",
@@ -191,6 +193,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
         write_markdown(rows, None, args)
+    if args.no_load_test:
+        return
     target = args.load_test or max(rows, key=lambda r: r["steps"])["id"]
     out = subprocess.run([sys.executable, __file__, "--load-only", target, "--horizon", str(args.horizon)],
                          capture_output=True, text=True, env=os.environ.copy(), check=True)

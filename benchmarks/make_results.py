@@ -14,8 +14,11 @@ RESULTS = HERE / "results"
 SECTIONS = [  # (fragment stem, section title); missing fragments are listed as not yet measured
     ("sampler_overhead", "Sampler overhead and denoiser training speed (issue: foundation)"),
     ("datasets", "Dataset recipes (issue: offline data)"),
+    ("datasets_mujoco", "MuJoCo dataset recipes: SAC behaviour policies, medium and medium-replay (issue: offline data)"),
     ("agent_speed", "Agent training throughput and decision latency"),
     ("offline_pendulum", "Offline RL quality on Pendulum (ours vs d3rlpy)"),
+    ("online_cpql_pendulum", "Online CPQL vs SAC on Pendulum (learning curves)"),
+    ("offline_pointmaze", "Planners on PointMaze (Diffuser vs d3rlpy BC / IQL)"),
     ("toy_multimodal", "Mode coverage on the multimodal toy task"),
     ("distill", "Distilled 1-step actor vs its teacher"),
     ("tianshou_overhead", "Tianshou trainer overhead"),

@@ -27,7 +27,7 @@ D3RLPY = {"bc", "td3+bc", "iql"}
 
 
 def run_ours(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int, ref: Any,
-             hyper: dict[str, Any]) -> dict[str, Any]:
+             hyper: dict[str, Any], save_dir: Path | None = None) -> dict[str, Any]:
     from diffagents.agents import get_agent_class
     from diffagents.evaluation import evaluate_agent
 
@@ -35,6 +35,9 @@ def run_ours(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int,
     t0 = time.perf_counter()
     agent.learn(steps)
     train_s = time.perf_counter() - t0
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        agent.save(save_dir / f"{algo}-{ds.spec.dataset_id.replace('/', '-')}-s{seed}-{steps}.zip")
     res = evaluate_agent(agent, env, n_episodes=episodes, seed=10_000 + seed, ref_scores=ref)
     return {"train_s": train_s, "returns": res.returns.tolist()}
 
@@ -118,6 +121,7 @@ def main() -> None:
     p.add_argument("--hyper", default="{}", help="JSON dict of per-algo hyperparameters, e.g. "
                    '\'{"diffusionql": {"n_candidates": 10}}\'')
     p.add_argument("--out", default="benchmarks/results/offline.jsonl")
+    p.add_argument("--save-dir", type=Path, default=None, help="save each trained agent of ours here")
     p.add_argument("--table", nargs="*", default=None, help="print the markdown table of results files and exit")
     args = p.parse_args()
     if args.table:
@@ -144,7 +148,8 @@ def main() -> None:
                     continue
                 env = ds.recover_environment(eval_env=True)
                 if algo in OURS:
-                    r = run_ours(algo, ds, env, seed, args.steps, args.episodes, ref, hyper.get(algo, {}))
+                    r = run_ours(algo, ds, env, seed, args.steps, args.episodes, ref, hyper.get(algo, {}),
+                             args.save_dir)
                 elif algo in D3RLPY:
                     r = run_d3rlpy(algo, ds, env, seed, args.steps, args.episodes)
                 else:

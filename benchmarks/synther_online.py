@@ -35,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS, hardware, write  # noqa: E402
+from benchmarks.online_curves import Curve, budget_table, default_budgets, eval_curve_callback, plot_curves  # noqa: E402
 
 
 def _import_buffer() -> Any:
@@ -54,19 +55,9 @@ def _import_buffer() -> Any:
 
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from stable_baselines3 import SAC
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.evaluation import evaluate_policy
 
     eval_env = gym.make(args.env)
-    curve: list[tuple[int, float, float]] = []
-
-    class EvalCurve(BaseCallback):
-        def _on_step(self) -> bool:
-            if self.num_timesteps % args.eval_every == 0:
-                res: Any = evaluate_policy(self.model, eval_env, n_eval_episodes=args.eval_episodes,
-                                           deterministic=True)
-                curve.append((int(self.num_timesteps), float(res[0]), float(res[1])))
-            return True
+    curve: Curve = []
 
     kwargs: dict[str, Any] = dict(learning_starts=args.learning_starts, batch_size=args.batch_size,
                                   gradient_steps=args.utd, train_freq=1, buffer_size=max(args.steps, 1000),
@@ -82,7 +73,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     env.reset(seed=seed)
     model = SAC("MlpPolicy", env, **kwargs)
     t0 = time.perf_counter()
-    model.learn(args.steps, callback=EvalCurve())
+    model.learn(args.steps, callback=eval_curve_callback(eval_env, args.eval_every, args.eval_episodes, curve))
     wall = time.perf_counter() - t0
     out: dict[str, Any] = {"variant": variant, "seed": seed, "curve": curve, "wall_s": wall}
     log = getattr(model.replay_buffer, "retrain_log", None)
@@ -90,35 +81,6 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         out["generator"] = {"retrains": len(log), "fit_s": sum(r["fit_s"] for r in log),
                             "sample_s": sum(r["sample_s"] for r in log), "log": log}
     return out
-
-
-def at_budget(curve: list[tuple[int, float, float]], budget: int) -> float:
-    """Return of the last evaluation at or before ``budget`` env steps (NaN if none)."""
-    vals = [m for s, m, _ in curve if s <= budget]
-    return vals[-1] if vals else float("nan")
-
-
-def plot(runs: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for variant in sorted({r["variant"] for r in runs}):
-        curves = [r["curve"] for r in runs if r["variant"] == variant]
-        steps = [s for s, _, _ in curves[0]]
-        vals = np.array([[m for _, m, _ in c] for c in curves])  # (seeds, evals)
-        mean, std = vals.mean(axis=0), vals.std(axis=0)
-        ax.plot(steps, mean, label=f"{variant} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("evaluation return")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -146,21 +108,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--note", default="", help="a label printed at the top of the report (e.g. SMOKE RUN)")
     p.add_argument("--out", default="synther_online")
     args = p.parse_args(argv)
-    quarter = [max(1, round(args.steps * k / 4 / args.eval_every)) * args.eval_every for k in (1, 2, 3, 4)]
-    budgets = args.budgets or sorted(set(quarter))
+    budgets = args.budgets or default_budgets(args.steps, args.eval_every)
     runs = [run(v, s, args) for s in args.seeds for v in args.variants]
-    table = {}
+    table = budget_table(runs, args.variants, budgets)
     for v in args.variants:
         rs = [r for r in runs if r["variant"] == v]
-        vals = np.array([[at_budget(r["curve"], b) for b in budgets] for r in rs])
-        table[v] = {"mean": vals.mean(axis=0).tolist(), "std": vals.std(axis=0).tolist(),
-                    "wall_s": float(np.mean([r["wall_s"] for r in rs]))}
         gens = [r["generator"] for r in rs if "generator" in r]
         if gens:
             table[v]["generator_fit_s"] = float(np.mean([g["fit_s"] for g in gens]))
             table[v]["generator_sample_s"] = float(np.mean([g["sample_s"] for g in gens]))
             table[v]["retrains"] = float(np.mean([g["retrains"] for g in gens]))
-    plot(runs, RESULTS / f"{args.out}.png", f"{args.env}: SAC vs SAC + SynthER (UTD {args.utd})")
+    plot_curves(runs, RESULTS / f"{args.out}.png", f"{args.env}: SAC vs SAC + SynthER (UTD {args.utd})")
     cmd = "OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/synther_online.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     lines = [f"# Online SynthER on {args.env}", "", *([f"**{args.note}**", ""] if args.note else []),

@@ -1,0 +1,95 @@
+"""Online CPQL vs SB3 SAC at equal env steps (Chen et al. 2023, "Boosting Continuous Control with Consistency
+Policy", online setting).
+
+Both agents collect their own data with SB3's off-policy loop (same ``learning_starts``, ``train_freq`` 1,
+``gradient_steps`` 1, batch 256, buffer = all steps). CPQL uses the official online defaults of
+``agents/ql_cm.py`` (alpha 0.05, no Q normalisation, 1-step consistency sampling; ReLU instead of Mish on CPU);
+SAC uses SB3's defaults. Output ``benchmarks/results/<out>.{json,md,png}``: evaluation returns at fixed env-step
+budgets (mean +- std over seeds), learning curves and wall time.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/online_cpql.py --env Pendulum-v1 --steps 10000 \
+        --eval-every 1000 --learning-starts 1000 --out online_cpql_pendulum
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/online_cpql.py --env Hopper-v5 --steps 30000 \
+        --eval-every 2500 --learning-starts 5000 --out online_cpql_hopper
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS, hardware, write  # noqa: E402
+from benchmarks.online_curves import Curve, budget_table, default_budgets, eval_curve_callback, plot_curves  # noqa: E402
+
+
+def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one variant for ``args.steps`` env steps, evaluating every ``args.eval_every``."""
+    from stable_baselines3 import SAC
+
+    from diffagents import CPQL
+
+    torch.set_num_threads(1)
+    eval_env = gym.make(args.env)
+    eval_env.reset(seed=10_000 + seed)
+    curve: Curve = []
+    env = gym.make(args.env)
+    env.reset(seed=seed)
+    common = dict(learning_starts=args.learning_starts, batch_size=args.batch_size, buffer_size=args.steps,
+                  train_freq=1, gradient_steps=1)
+    if variant == "cpql":
+        model: Any = CPQL(env=env, seed=seed, device="cpu", **common)
+    else:
+        model = SAC("MlpPolicy", env, seed=seed, device="cpu", **common)
+    t0 = time.perf_counter()
+    model.learn(args.steps, callback=eval_curve_callback(eval_env, args.eval_every, args.eval_episodes, curve))
+    wall = time.perf_counter() - t0
+    print(f"{variant} seed {seed}: {curve[-1] if curve else None} in {wall:.0f} s", flush=True)
+    return {"variant": variant, "seed": seed, "curve": curve, "wall_s": wall}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="Pendulum-v1")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--budgets", type=int, nargs="*", default=None)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--learning-starts", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--variants", nargs="+", default=["sac", "cpql"])
+    p.add_argument("--out", default="online_cpql")
+    args = p.parse_args(argv)
+    budgets = args.budgets or default_budgets(args.steps, args.eval_every)
+    runs = [run(v, s, args) for s in args.seeds for v in args.variants]
+    table = budget_table(runs, args.variants, budgets)
+    plot_curves(runs, RESULTS / f"{args.out}.png", f"{args.env}: online CPQL vs SAC")
+    cmd = "OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/online_cpql.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    lines = [f"# Online CPQL vs SAC on {args.env}", "",
+             f"Seeds {args.seeds}; {args.steps} env steps; learning_starts {args.learning_starts}, batch "
+             f"{args.batch_size}, 1 gradient step per env step for both; SAC = SB3 defaults, CPQL = official online "
+             f"defaults (ReLU). Eval: {args.eval_episodes} deterministic episodes every {args.eval_every} steps.",
+             f"Hardware: {hardware()}.", "",
+             "| agent | " + " | ".join(f"return @ {b}" for b in budgets) + " | wall s per run |",
+             "|---|" + "---:|" * (len(budgets) + 1)]
+    for v, row in table.items():
+        cells = [f"{m:.1f} ± {s:.1f}" for m, s in zip(row["mean"], row["std"])]
+        lines.append(f"| {v} | " + " | ".join(cells) + f" | {row['wall_s']:.0f} |")
+    lines += ["", f"Learning curves: `{args.out}.png`.", "", f"Command: `{cmd}`"]
+    payload = {"args": vars(args), "budgets": budgets, "table": table, "runs": runs, "hardware": hardware()}
+    write(args.out, payload, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
