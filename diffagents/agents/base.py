@@ -2,8 +2,9 @@
 
 Conventions (integration.md Sec. 1.2): one timestep = one gradient step, so ``total_timesteps``, LR schedules,
 ``EvalCallback(eval_freq=...)`` and ``CheckpointCallback(save_freq=...)`` all count gradient steps. The env is only
-used for spaces and by evaluation callbacks; it is never stepped. ``save``/``load`` use
-:mod:`diffagents.persistence` (JSON + safetensors), never pickle.
+used for spaces and by evaluation callbacks; it is never stepped. ``save``/``load`` and training checkpoints use
+:mod:`diffagents.persistence` (JSON + safetensors), never pickle; their logic is in
+:mod:`~diffagents.agents.checkpointing`, input validation and action scaling in :mod:`~diffagents.agents.agent_io`.
 
 A concrete agent (one file per paper) provides a config dataclass and implements:
 
@@ -36,13 +37,18 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.utils import configure_logger
 from torch import nn
 
-from diffagents import __version__
+from diffagents.agents import agent_io
+from diffagents.agents.checkpointing import (
+    agent_checkpoint,
+    load_agent,
+    resume_from,
+    write_training_checkpoint,
+)
 from diffagents.agents.config import AgentConfig
 from diffagents.cuda_graph import Out, maybe_graphed
 from diffagents.distributed import broadcast_modules, is_main_process, local_device, maybe_init, rank
-from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
-from diffagents.rng import get_rng_state, set_rng_state
-from diffagents.spaces import space_from_dict, space_to_dict, spaces_equal
+from diffagents.persistence import save_checkpoint
+from diffagents.spaces import spaces_equal
 from diffagents.training import EMA, Updater, autocast, check_finite, make_lr_schedule
 from diffagents.transfer import to_device
 
@@ -199,16 +205,11 @@ class OfflineAgent(BaseAlgorithm):
     # ------------------------------------------------------------------ action scaling
     def scale_action(self, action: np.ndarray) -> np.ndarray:
         """Env-space actions -> [-1, 1] using the action space bounds (clipped)."""
-        low, high = self.action_space.low, self.action_space.high
-        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-            raise ValueError(f"action_space: bounded Box needed for action scaling, got {self.action_space}")
-        scaled = 2.0 * (np.asarray(action, dtype=np.float64) - low) / (high - low) - 1.0
-        return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+        return agent_io.scale_action(self.action_space, action)
 
     def unscale_action(self, scaled: np.ndarray) -> np.ndarray:
-        low, high = self.action_space.low, self.action_space.high
-        action = (low + (np.clip(scaled, -1.0, 1.0) + 1.0) * 0.5 * (high - low)).astype(self.action_space.dtype)
-        return np.clip(action, low, high)  # rounding to the space's dtype can step one ulp past a bound
+        """[-1, 1] actions -> env-space actions (the action space's dtype, inside its bounds)."""
+        return agent_io.unscale_action(self.action_space, scaled)
 
     # ------------------------------------------------------------------ model
     def _setup_model(self) -> None:
@@ -294,7 +295,7 @@ class OfflineAgent(BaseAlgorithm):
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: expected >= 1, got {checkpoint_every}")
         ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        resumed = ckpt_dir is not None and self._resume_from(ckpt_dir)
+        resumed = ckpt_dir is not None and resume_from(self, ckpt_dir)
         if resumed:
             reset_num_timesteps = False
             start = self.num_timesteps
@@ -327,7 +328,7 @@ class OfflineAgent(BaseAlgorithm):
             if log_interval and self.num_timesteps % log_interval == 0:
                 self._log(stats, t0)
             if ckpt_dir is not None and self.num_timesteps % checkpoint_every == 0:
-                self._write_training_checkpoint(ckpt_dir, keep_checkpoints)
+                write_training_checkpoint(self, ckpt_dir, keep_checkpoints)
             cb.update_locals(locals())
             if not cb.on_step():
                 break
@@ -335,7 +336,7 @@ class OfflineAgent(BaseAlgorithm):
         if stats and not (log_interval and self.num_timesteps % log_interval == 0):
             check_finite(stats, self.num_timesteps)
         if ckpt_dir is not None and self.num_timesteps % checkpoint_every:
-            self._write_training_checkpoint(ckpt_dir, keep_checkpoints)
+            write_training_checkpoint(self, ckpt_dir, keep_checkpoints)
         cb.on_training_end()
         self.policy.set_training_mode(False)
         return self
@@ -350,63 +351,13 @@ class OfflineAgent(BaseAlgorithm):
         self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
         self.logger.dump(step=self.num_timesteps)
 
-    # ------------------------------------------------------------------ checkpoint / resume
-    @staticmethod
-    def _checkpoints_in(folder: Path) -> list[Path]:
-        found = []
-        for p in folder.glob("step_*.zip"):
-            try:
-                found.append((int(p.stem.split("_")[1]), p))
-            except ValueError:
-                continue
-        return [p for _, p in sorted(found)]
-
-    def _write_training_checkpoint(self, folder: Path, keep: int) -> None:
-        check_finite({}, self.num_timesteps)
-        save_checkpoint(folder / f"step_{self.num_timesteps:09d}.zip", self._checkpoint())
-        for old in self._checkpoints_in(folder)[:-max(keep, 1)]:
-            old.unlink(missing_ok=True)
-
-    def _resume_from(self, folder: Path) -> bool:
-        """Load the newest readable checkpoint of ``folder`` into this agent (RNG included)."""
-        for path in reversed(self._checkpoints_in(folder) if folder.is_dir() else []):
-            try:
-                ckpt = read_checkpoint(path)
-            except CheckpointError:
-                continue  # a corrupt newest file (e.g. disk full): fall back to the previous one
-            if ckpt.meta.get("algo") != type(self).__name__:
-                raise CheckpointError(f"checkpoint_dir {str(folder)!r} holds {ckpt.meta.get('algo')} checkpoints, "
-                                      f"not {type(self).__name__}")
-            if ckpt.meta.get("config") != self.config.to_dict():
-                raise CheckpointError(f"checkpoint_dir {str(folder)!r}: its config differs from this agent's; "
-                                      "use a new folder for a new configuration")
-            self._restore(ckpt, str(path))
-            set_rng_state(ckpt.meta["rng"], ckpt.arrays)
-            if self.verbose:
-                print(f"resumed {type(self).__name__} from {path} at step {self.num_timesteps}")
-            return True
-        return False
-
     # ------------------------------------------------------------------ predict
     def _prepare_obs(self, observation: Any) -> tuple[torch.Tensor, bool]:
-        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
-            raise ValueError("observation: got a (obs, info) tuple; pass only obs from env.reset()")
-        flat = np.asarray(self.flattener(observation), dtype=np.float32)
-        if flat.ndim == 1:
-            vectorized = False
-            flat = flat[None]
-        elif flat.ndim == 2:
-            vectorized = True
-        else:
-            raise ValueError(f"observation: expected shape ({self.obs_dim},) or (n_envs, {self.obs_dim}) after "
-                             f"flattening, got {flat.shape}")
-        if flat.shape[1] != self.obs_dim:
-            raise ValueError(f"observation: expected {self.obs_dim} features per observation (space "
-                             f"{self.observation_space}), got shape {flat.shape}")
-        if not np.all(np.isfinite(flat)):
-            raise ValueError("observation: contains NaN or Inf values")
-        flat = self._norm_obs_np(flat)
-        return to_device(flat, self.device), vectorized  # pinned, non-blocking on CUDA
+        """Validated, flattened and normalised observations ``(E, obs_dim)`` on the device, and whether the input
+        was a VecEnv batch (see :func:`~diffagents.agents.agent_io.flat_observations`)."""
+        flat, vectorized = agent_io.flat_observations(self.flattener, observation, self.obs_dim,
+                                                      self.observation_space)
+        return to_device(self._norm_obs_np(flat), self.device), vectorized  # pinned, non-blocking on CUDA
 
     def predict(self, observation: Any, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = False) -> tuple[np.ndarray, Any]:
@@ -432,42 +383,7 @@ class OfflineAgent(BaseAlgorithm):
         """A generator seeded with ``config.eval_seed`` for deterministic action sampling."""
         return torch.Generator(device=self.device).manual_seed(self.config.eval_seed)
 
-    # ------------------------------------------------------------------ persistence
-    def _checkpoint(self) -> Checkpoint:
-        arrays: dict[str, np.ndarray] = {}
-        norm_meta: dict[str, Any] = {}
-        for name, norm in self.normalizers.items():
-            if norm is None:
-                continue
-            scalars = {}
-            for key, value in norm.state_dict().items():
-                if isinstance(value, np.ndarray):
-                    arrays[f"normalizer/{name}/{key}"] = value
-                else:
-                    scalars[key] = value
-            norm_meta[name] = {"class": type(norm).__name__, "scalars": scalars}
-        weights = {name: m.state_dict() for name, m in self.nets.items()}
-        if self.ema is not None:
-            weights["ema"] = self.ema.model.state_dict()
-        optim = {name: u.state_dict() for name, u in self.updaters.items()}
-        rng_meta, rng_arrays = get_rng_state()
-        arrays.update(rng_arrays)
-        meta = {
-            "algo": type(self).__name__,
-            "diffagents_version": __version__,
-            "config": self.config.to_dict(),
-            "observation_space": space_to_dict(self.observation_space),
-            "action_space": space_to_dict(self.action_space),
-            "flattener": self.flattener.to_dict(),
-            "normalizers": norm_meta,
-            "num_timesteps": int(self.num_timesteps),
-            "n_updates": int(self._n_updates),
-            "ema_num_updates": self.ema.num_updates if self.ema is not None else 0,
-            "extra": self._extra_state(),
-            "rng": rng_meta,
-        }
-        return Checkpoint(meta=meta, weights=weights, arrays=arrays, optimizers=optim)
-
+    # ------------------------------------------------------------------ persistence (see checkpointing.py)
     def _extra_state(self) -> dict[str, Any]:
         """JSON-able agent-specific state to save (override)."""
         return {}
@@ -482,7 +398,7 @@ class OfflineAgent(BaseAlgorithm):
             exclude: names of parts to leave out; ``["optimizers"]`` writes an inference-only file (about a third
                 of the size; training can continue from it with fresh optimizer state).
         """
-        ckpt = self._checkpoint()
+        ckpt = agent_checkpoint(self)
         if exclude and "optimizers" in exclude:
             ckpt.optimizers = {}
         save_checkpoint(path, ckpt)
@@ -496,59 +412,4 @@ class OfflineAgent(BaseAlgorithm):
         Raises:
             CheckpointError: the file is corrupt, of another algorithm, or does not match ``env``'s spaces.
         """
-        ckpt = read_checkpoint(path)
-        algo = ckpt.meta.get("algo")
-        if cls is not OfflineAgent and algo != cls.__name__:
-            raise CheckpointError(f"checkpoint {str(path)!r} holds a {algo} agent, not a {cls.__name__}")
-        target: type[OfflineAgent] = cls
-        if cls is OfflineAgent:
-            from diffagents.agents import get_agent_class
-
-            try:
-                target = get_agent_class(str(algo))
-            except ValueError as exc:
-                raise CheckpointError(f"checkpoint {str(path)!r}: {exc}") from exc
-            if not issubclass(target, OfflineAgent):
-                return target.load(path, env=env, device=device)  # type: ignore[no-any-return]
-        try:
-            obs_space = space_from_dict(ckpt.meta["observation_space"])
-            act_space = space_from_dict(ckpt.meta["action_space"])
-            config = target.config_class.from_dict(ckpt.meta["config"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint {str(path)!r}: invalid metadata: {exc}") from exc
-        try:
-            agent = target(env=env, dataset=None, device=device, _spaces=(obs_space, act_space),
-                           _init_setup_model=True, **config.to_dict())
-        except ValueError as exc:
-            raise CheckpointError(f"checkpoint {str(path)!r} does not match the env: {exc}") from exc
-        agent._restore(ckpt, str(path))
-        if dataset is not None:
-            agent.set_dataset(dataset)
-        return agent
-
-    def _restore(self, ckpt: Checkpoint, where: str) -> None:
-        from diffagents import data
-
-
-        try:
-            for name, module in self.nets.items():
-                module.load_state_dict(ckpt.weights[name])
-            if self.ema is not None:
-                self.ema.model.load_state_dict(ckpt.weights["ema"])
-                self.ema.num_updates = int(ckpt.meta.get("ema_num_updates", 0))
-            for name, upd in self.updaters.items():
-                if name in ckpt.optimizers:
-                    upd.load_state_dict(ckpt.optimizers[name])
-            self.flattener = data.ObsFlattener.from_dict(ckpt.meta["flattener"])
-            for name, info in ckpt.meta.get("normalizers", {}).items():
-                prefix = f"normalizer/{name}/"
-                state = dict(info["scalars"])
-                state.update({k[len(prefix):]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)})
-                norm_cls = getattr(data, info["class"])
-                self.normalizers[name] = norm_cls.from_state_dict(state)
-        except (KeyError, RuntimeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"checkpoint {where!r} does not match this {type(self).__name__} "
-                                  f"configuration: {type(exc).__name__}: {exc}") from exc
-        self.num_timesteps = int(ckpt.meta.get("num_timesteps", 0))
-        self._n_updates = int(ckpt.meta.get("n_updates", 0))
-        self._load_extra_state(ckpt.meta.get("extra", {}))
+        return load_agent(cls, path, env=env, device=device, dataset=dataset)

@@ -20,12 +20,16 @@ at ``ema_decay``) so short CPU fits are usable; the terminal flag is thresholded
 CPU budget (compute-budget.md Sec. 6, 1 thread): the paper configuration (width 2048, 100k steps, 128 Heun
 steps, millions of samples) takes days; width 256-512 x 3-4 blocks, 20-50k steps and 32-64 sampling steps fit
 in 20-30 minutes.
+
+Layout: this module holds the config and the generator; :mod:`~diffagents.agents.synther_data` reads real
+transitions (:data:`~diffagents.agents.synther_data.FIELDS`), :mod:`~diffagents.agents.synther_upsample` writes
+upsampled Minari datasets, :mod:`~diffagents.agents.synther_checkpoint` implements ``save`` / ``load`` and
+:mod:`~diffagents.agents.synther_env` the world-model env.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -36,17 +40,17 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from diffagents import __version__
-from diffagents.data import GaussianNormalizer, ObsFlattener, load_dataset, to_transitions
+from diffagents.agents.synther_checkpoint import load_synther, save_synther
+from diffagents.agents.synther_data import start_states, transition_arrays
+from diffagents.agents.synther_upsample import default_upsampled_id, write_upsampled
+from diffagents.data import GaussianNormalizer, ObsFlattener, load_dataset
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.guidance import Inpaint
 from diffagents.nn import ResidualMLPDenoiser
-from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
 from diffagents.roles.synthesizer import EDMProcess, TransitionSynthesizer
-from diffagents.spaces import space_from_dict, space_to_dict, spaces_equal
 from diffagents.training import EMA, Updater, check_finite, make_lr_schedule
 
-FIELDS = ("observations", "actions", "rewards", "next_observations", "terminations")
+__all__ = ["SynthER", "SynthERConfig", "default_upsampled_id"]
 
 
 @dataclass(kw_only=True)
@@ -204,31 +208,9 @@ class SynthER:
 
     # ------------------------------------------------------------------ data
     def _arrays(self, data: Any) -> dict[str, np.ndarray]:
-        """Env-unit arrays from a Minari dataset / id, ``Transitions``, SB3 ``ReplayBuffer`` or dict of arrays."""
-        data = self.dataset if data is None else data
-        if data is None:
-            raise ValueError("data: expected a Minari dataset, Transitions, an SB3 ReplayBuffer or a dict, got None")
-        if isinstance(data, dict):
-            missing = [k for k in FIELDS if k not in data]
-            if missing:
-                raise ValueError(f"data: dict is missing fields {missing}; expected {list(FIELDS)}")
-            arrays = {k: np.asarray(data[k]) for k in FIELDS}
-        elif hasattr(data, "pos") and hasattr(data, "buffer_size") and hasattr(data, "observations"):
-            arrays = sb3_buffer_arrays(data, self.flattener)
-        elif hasattr(data, "as_arrays") and hasattr(data, "flattener"):
-            if data.observations.shape[-1] != self.obs_dim:
-                raise ValueError(f"data: Transitions have obs dim {data.observations.shape[-1]}, expected "
-                                 f"{self.obs_dim}; build them with to_transitions(ds, flattener=gen.flattener)")
-            arrays = {k: getattr(data, k) for k in FIELDS}
-        else:
-            ds = load_dataset(data)
-            for label, a, b in (("observation_space", ds.observation_space, self.observation_space),
-                                ("action_space", ds.action_space, self.action_space)):
-                if not spaces_equal(a, b):
-                    raise ValueError(f"{label}: the generator was built for {b} but the dataset has {a}")
-            tr = to_transitions(ds, flattener=self.flattener)
-            arrays = {k: getattr(tr, k) for k in FIELDS}
-        return arrays
+        """Env-unit arrays of ``data`` (default: the construction dataset); see
+        :func:`~diffagents.agents.synther_data.transition_arrays`."""
+        return transition_arrays(self, data)
 
     def to_matrix(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """``[s, a, r, s', terminal]`` rows ``(N, D)`` float32 from env-unit arrays."""
@@ -279,7 +261,8 @@ class SynthER:
         Args:
             data: a Minari dataset / id / folder, a :class:`~diffagents.data.Transitions`, an SB3 ``ReplayBuffer``
                 (only its filled part; its [-1, 1] actions are mapped back to env units) or a dict of arrays
-                (:data:`FIELDS`, env units). Default: the ``dataset`` given at construction.
+                (:data:`~diffagents.agents.synther_data.FIELDS`, env units). Default: the ``dataset`` given at
+                construction.
             steps: gradient steps; the cosine LR schedule spans them.
             batch_size: minibatch size (default ``config.batch_size``).
             progress_bar: show a tqdm bar.
@@ -395,45 +378,12 @@ class SynthER:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> str:
         """Atomically write config JSON + safetensors weights + normaliser statistics (no pickle)."""
-        weights = {"denoiser": self.synth.denoiser.state_dict()}
-        if self.ema is not None:
-            weights["ema"] = self.ema.model.state_dict()
-        arrays = {}
-        if self.normalizer is not None:
-            arrays = {"norm_mean": np.asarray(self.normalizer.mean, np.float64),
-                      "norm_std": np.asarray(self.normalizer.std, np.float64)}
-        meta = {"algorithm": "SynthER", "diffagents_version": __version__, "config": self.config.to_dict(),
-                "observation_space": space_to_dict(self.observation_space),
-                "action_space": space_to_dict(self.action_space), "seed": self.seed,
-                "num_timesteps": self.num_timesteps, "fit_log": self.fit_log}
-        return str(save_checkpoint(path, Checkpoint(meta=meta, weights=weights, arrays=arrays)))
+        return save_synther(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto") -> SynthER:
         """Rebuild a generator saved with :meth:`save`; raises :class:`CheckpointError` on a bad file."""
-        ckpt = read_checkpoint(path, load_optimizers=False)
-        meta = ckpt.meta
-        if meta.get("algorithm") != "SynthER":
-            raise CheckpointError(f"checkpoint {str(path)!r}: algorithm is {meta.get('algorithm')!r}, expected 'SynthER'")
-        try:
-            config = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
-            gen = cls(space_from_dict(meta["observation_space"]), space_from_dict(meta["action_space"]),
-                      device=device, seed=int(meta.get("seed", 0)), **config)
-            gen.synth.denoiser.load_state_dict(ckpt.weights["denoiser"])
-            if "ema" in ckpt.weights:
-                gen.ema = EMA(gen.synth.denoiser, decay=gen.config.ema_decay)
-                gen.ema.model.load_state_dict(ckpt.weights["ema"])
-            if "norm_mean" in ckpt.arrays:
-                norm = GaussianNormalizer()
-                norm.mean, norm.std, norm.fitted = ckpt.arrays["norm_mean"], ckpt.arrays["norm_std"], True
-                norm._check(np.zeros((1, gen.x_dim)))
-                gen.normalizer = norm
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"checkpoint {str(path)!r} does not match a SynthER generator: {exc}") from exc
-        gen.num_timesteps = int(meta.get("num_timesteps", 0))
-        gen.fit_log = list(meta.get("fit_log", []))
-        gen.synth.denoiser.eval()
-        return gen
+        return load_synther(cls, path, device=device)
 
     # ------------------------------------------------------------------ offline upsampling and world model
     def upsample(self, dataset: Any = None, n: int = 100_000, new_id: str | None = None, *,
@@ -461,120 +411,9 @@ class SynthER:
         return SynthEREnv(self, start_states(self, dataset), max_episode_steps=max_episode_steps,
                           sample_steps=sample_steps)
 
-
-def start_states(gen: SynthER, data: Any = None) -> np.ndarray:
-    """Flat episode-start observations of ``data`` (all observations for buffers / dicts without episodes)."""
-    data = gen.dataset if data is None else data
-    if data is None:
-        raise ValueError("dataset: as_env needs a dataset (or the generator's default dataset) for start states")
-    if isinstance(data, dict) or hasattr(data, "pos"):
-        return gen._arrays(data)["observations"].reshape(-1, gen.obs_dim).astype(np.float32)
-    if hasattr(data, "episode_ids"):
-        _, first = np.unique(data.episode_ids, return_index=True)
-        return np.asarray(data.observations[first], np.float32)
-    from diffagents.data import read_episodes
-
-    table = read_episodes(load_dataset(data), flattener=gen.flattener)
-    return table.observations[table.obs_offsets].astype(np.float32)
-
-
-def sb3_buffer_arrays(rb: Any, flattener: ObsFlattener) -> dict[str, np.ndarray]:
-    """The filled part of an SB3 (Dict)ReplayBuffer as env-unit arrays (actions unscaled from [-1, 1]).
-
-    Terminal flags are ``dones * (1 - timeouts)`` (SB3's bootstrap mask); with ``optimize_memory_usage`` the
-    next observation is the following slot and the slot at ``pos`` of a full buffer is skipped, as SB3 does.
-    """
-    size = rb.buffer_size if rb.full else rb.pos
-    idx = np.arange(size)
-    if getattr(rb, "optimize_memory_usage", False) and rb.full:
-        idx = idx[idx != rb.pos]
-    if len(idx) == 0:
-        raise ValueError("data: the replay buffer is empty")
-
-    def rows(a: np.ndarray, at: np.ndarray = idx) -> np.ndarray:
-        return a[at].reshape(len(at) * rb.n_envs, *a.shape[2:])  # (n, n_envs, ...) -> (n * n_envs, ...)
-
-    def flat(obs: Any, at: np.ndarray = idx) -> np.ndarray:
-        if isinstance(obs, dict):
-            return flattener({k: rows(v, at) for k, v in obs.items()})
-        return rows(obs, at).reshape(len(at) * rb.n_envs, -1).astype(np.float32)
-
-    if getattr(rb, "optimize_memory_usage", False):
-        nxt = flat(rb.observations, (idx + 1) % rb.buffer_size)
-    else:
-        nxt = flat(rb.next_observations)
-    low, high = rb.action_space.low.reshape(-1), rb.action_space.high.reshape(-1)
-    scaled = np.clip(rows(rb.actions).reshape(-1, low.shape[0]), -1.0, 1.0)
-    return {"observations": flat(rb.observations), "actions": low + (scaled + 1.0) * 0.5 * (high - low),
-            "rewards": rows(rb.rewards), "next_observations": nxt,
-            "terminations": rows(rb.dones * (1.0 - rb.timeouts)) > 0.5}
-
-
 def _progress(total: int, enabled: bool) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="SynthER fit")
-
-
-def config_summary(gen: SynthER) -> str:
-    """A one-line JSON summary of the generator (recorded in upsampled datasets)."""
-    return json.dumps({"config": gen.config.to_dict(), "num_timesteps": gen.num_timesteps, "seed": gen.seed},
-                      sort_keys=True)
-
-
-def default_upsampled_id(dataset_id: str, n: int) -> str:
-    """``ns/env/name-vN`` -> ``ns/env/name-synther{n}-vN``."""
-    stem, sep, version = dataset_id.rpartition("-v")
-    return f"{stem}-synther{n}-v{version}" if sep and version.isdigit() else f"{dataset_id}-synther{n}-v0"
-
-
-def write_upsampled(gen: SynthER, ds: Any, n: int, new_id: str | None, *, seed: int | None,
-                    batch_size: int | None) -> Any:
-    """Implementation of :meth:`SynthER.upsample` (real episodes copied, synthetic ones as 1-step episodes)."""
-    import warnings
-
-    import minari
-    from minari.data_collector import EpisodeBuffer
-
-    from diffagents.data.recipes.base import reference_scores
-
-    for label, a, b in (("observation_space", ds.observation_space, gen.observation_space),
-                        ("action_space", ds.action_space, gen.action_space)):
-        if not spaces_equal(a, b):
-            raise ValueError(f"{label}: the generator was built for {b} but the dataset has {a}")
-    syn = gen.sample(n, seed=seed, batch_size=batch_size)
-    buffers: list[Any] = []
-    for ep in ds.iterate_episodes():
-        buffers.append(EpisodeBuffer(id=len(buffers), observations=ep.observations, actions=ep.actions,
-                                     rewards=np.asarray(ep.rewards), terminations=np.asarray(ep.terminations),
-                                     truncations=np.asarray(ep.truncations)))
-    n_real_eps = len(buffers)
-    obs_pairs = gen.unflatten_obs(np.stack([syn["observations"], syn["next_observations"]], axis=1))  # (n, 2, ...)
-    act = syn["actions"].reshape(n, 1, *gen.action_space.shape).astype(gen.action_space.dtype)
-    for i in range(n):
-        obs_i = {k: v[i] for k, v in obs_pairs.items()} if isinstance(obs_pairs, dict) else obs_pairs[i]
-        term = bool(syn["terminations"][i])
-        buffers.append(EpisodeBuffer(id=len(buffers), observations=obs_i, actions=act[i],
-                                     rewards=np.asarray([syn["rewards"][i]], np.float64),
-                                     terminations=np.asarray([term]), truncations=np.asarray([not term])))
-    new_id = new_id or default_upsampled_id(ds.spec.dataset_id, n)
-    refs = reference_scores(ds)
-    env_spec = ds.env_spec
-    summary = config_summary(gen)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        out = minari.create_dataset_from_buffers(
-            new_id, buffers, env=env_spec, algorithm_name="SynthER", author="diffagents",
-            author_email="diffagents@localhost", code_permalink="diffagents.agents.synther.SynthER.upsample",
-            observation_space=None if env_spec is not None else ds.observation_space,
-            action_space=None if env_spec is not None else ds.action_space,
-            ref_min_score=refs[0] if refs else None, ref_max_score=refs[1] if refs else None,
-            description=(f"{ds.spec.dataset_id} ({ds.total_steps} real steps, episodes 0..{n_real_eps - 1}) upsampled "
-                         f"with {n} SynthER transitions (one-step episodes {n_real_eps}..{n_real_eps + n - 1}; "
-                         f"truncated unless terminal). Generator: {summary}"))
-    out.storage.update_metadata({"diffagents_synther": {
-        "source": ds.spec.dataset_id, "real_steps": int(ds.total_steps), "real_episodes": n_real_eps,
-        "synthetic_steps": n, "generator": json.loads(summary)}})
-    return minari.load_dataset(new_id)
