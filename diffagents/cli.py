@@ -93,10 +93,13 @@ def _train(algo: str, dataset_id: str, env_id: str | None, steps: int, seed: int
     from diffagents.evaluation import evaluate_agent
 
     console = Console()
-    try:
-        cls = get_agent_class(algo)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
+    if algo.lower() == "madiff":
+        cls = None
+    else:
+        try:
+            cls = get_agent_class(algo)
+        except ValueError as exc:
+            raise CLIError(f"{exc} (or 'madiff' for PettingZoo datasets)") from exc
     from diffagents.data import DataError
 
     try:
@@ -107,6 +110,8 @@ def _train(algo: str, dataset_id: str, env_id: str | None, steps: int, seed: int
         except Exception as exc:  # noqa: BLE001
             raise CLIError(f"--dataset: {dataset_id!r} is neither a recipe nor a local Minari dataset: {exc}"
                            ) from exc
+    if cls is None:
+        return _train_madiff(ds, steps, seed, out, device, precision, overrides, episodes, progress)
     env = _env_for(ds, env_id)
     if precision:
         overrides["precision"] = precision
@@ -137,6 +142,41 @@ def _train(algo: str, dataset_id: str, env_id: str | None, steps: int, seed: int
             "normalized_mean": None if res.normalized is None else float(res.normalized.mean())}
 
 
+def _train_madiff(ds: Any, steps: int, seed: int, out: str | None, device: str, precision: str | None,
+                  overrides: dict[str, Any], episodes: int, progress: bool) -> dict[str, Any]:
+    """``train madiff``: MADiff on a multi-agent dataset, evaluated on the PettingZoo env its metadata names."""
+    import numpy as np
+    from rich.console import Console
+
+    from diffagents import MADiff
+    from diffagents.agents.madiff import CPU_HYPERPARAMETERS
+    from diffagents.wrappers.pettingzoo import env_fn_from_dataset, evaluate
+
+    try:
+        env_fn = env_fn_from_dataset(ds)
+    except ValueError as exc:
+        raise CLIError(f"--dataset: {exc}") from exc
+    if precision:
+        overrides["precision"] = precision
+    try:
+        agent = MADiff(env_fn, ds, seed=seed, device=device, **{**CPU_HYPERPARAMETERS, **overrides})
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"madiff: {exc}") from exc
+    t0 = time.perf_counter()
+    agent.learn(steps, progress_bar=progress, log_interval=0)
+    train_s = time.perf_counter() - t0
+    if out:
+        agent.save(out)
+        Console().print(f"saved {out}")
+    res = evaluate(agent, env_fn, n_episodes=episodes, seed=seed + 1000, reference_scores=ds)
+    norm = float(np.mean(res["normalized"])) if "normalized" in res else None
+    Console().print(f"[bold]MADiff[/bold] on {ds.spec.dataset_id}: {steps} gradient steps in {train_s:.0f} s (seed "
+                    f"{seed}); team return {res['mean']:.1f} +- {res['std']:.1f}"
+                    + (f", normalized {norm:.1f}" if norm is not None else "") + f" over {episodes} episodes")
+    return {"algo": "MADiff", "dataset": ds.spec.dataset_id, "steps": steps, "seed": seed, "train_seconds": train_s,
+            "return_mean": res["mean"], "return_std": res["std"], "normalized_mean": norm}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _train(args.algo, args.dataset, args.env, args.steps, args.seed, args.out, args.device, args.precision,
            _parse_overrides(args.set or []), args.eval_episodes, not args.no_progress)
@@ -154,12 +194,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not path.exists():
         raise CLIError(f"eval: no such checkpoint {str(path)!r}")
     ds = load_ds(args.dataset) if args.dataset else None
+    if _checkpoint_algo(path) == "MADiff":
+        return _eval_madiff(path, ds, args)
     if ds is None and not args.env:
         raise CLIError("eval: pass --env (or --dataset to use its evaluation env)")
     env = _env_for(ds, args.env)
     agent = OfflineAgent.load(path, env=env, device=args.device)
     res = evaluate_agent(agent, env, n_episodes=args.episodes, seed=args.seed, ref_scores=_ref_scores(ds))
     Console().print(f"{type(agent).__name__} from {path}: {res.summary()}")
+    return 0
+
+
+def _checkpoint_algo(path: Path) -> str | None:
+    """The ``algo`` a checkpoint holds (read from its JSON header; nothing is executed)."""
+    from diffagents.persistence import CheckpointError, read_checkpoint
+
+    try:
+        return read_checkpoint(path, load_optimizers=False).meta.get("algo")
+    except CheckpointError:
+        return None  # let the agent loader raise its own, more specific error
+
+
+def _eval_madiff(path: Path, ds: Any, args: argparse.Namespace) -> int:
+    import numpy as np
+    from rich.console import Console
+
+    from diffagents import MADiff
+    from diffagents.wrappers.pettingzoo import env_fn_from_dataset, evaluate
+
+    if ds is None:
+        raise CLIError("eval: a MADiff checkpoint needs --dataset (its PettingZoo env and reference scores)")
+    try:
+        env_fn = env_fn_from_dataset(ds)
+    except ValueError as exc:
+        raise CLIError(f"--dataset: {exc}") from exc
+    agent = MADiff.load(path, env=env_fn, device=args.device)
+    res = evaluate(agent, env_fn, n_episodes=args.episodes, seed=args.seed, reference_scores=ds)
+    norm = f", normalized {np.mean(res['normalized']):.1f}" if "normalized" in res else ""
+    Console().print(f"MADiff from {path}: team return {res['mean']:.1f} +- {res['std']:.1f}{norm} over "
+                    f"{args.episodes} episodes")
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pettingzoo.utils.wrappers import BaseParallelWrapper
 
-from diffagents.agents.madiff import make_parallel_env  # one implementation, re-exported here
+from diffagents.agents.madiff_data import make_parallel_env  # one implementation, re-exported here
 
 JointPolicy = Callable[[dict[str, np.ndarray]], dict[str, Any]]
 
@@ -186,3 +186,35 @@ def evaluate(agent: Any, env: Any, n_episodes: int = 50, seed: int = 0, *, deter
     if ref is not None:
         out["normalized"] = normalized_scores(returns, ref)
     return out
+
+
+ALLOWED_ENV_PACKAGES = ("mpe2.", "pettingzoo.")
+
+
+def env_fn_from_dataset(dataset: Any) -> Callable[[], Any]:
+    """The Parallel-env factory a multi-agent dataset names in its ``diffagents_eval_env`` metadata.
+
+    The metadata holds ``{"constructor": "mpe2.simple_spread_v3.parallel_env", "kwargs": {...}}``. Only
+    ``parallel_env`` constructors of the ``mpe2`` and ``pettingzoo`` packages are imported, so a crafted dataset
+    cannot make us import arbitrary code.
+
+    Raises:
+        ValueError: the dataset has no such metadata, or it names a constructor outside the allowed packages.
+    """
+    import functools
+    import importlib
+
+    meta = dataset.storage.metadata if hasattr(dataset, "storage") else dict(dataset)
+    spec = meta.get("diffagents_eval_env")
+    if not isinstance(spec, dict) or not isinstance(spec.get("constructor"), str):
+        raise ValueError("diffagents_eval_env: expected {'constructor': 'pkg.module.parallel_env', 'kwargs': {...}} "
+                         f"in the dataset metadata, got {spec!r}")
+    name = spec["constructor"]
+    module_name, _, attr = name.rpartition(".")
+    if not name.startswith(ALLOWED_ENV_PACKAGES) or attr != "parallel_env":
+        raise ValueError(f"diffagents_eval_env.constructor: expected a parallel_env of {list(ALLOWED_ENV_PACKAGES)}, "
+                         f"got {name!r}")
+    kwargs = spec.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"diffagents_eval_env.kwargs: expected a dict, got {kwargs!r}")
+    return functools.partial(getattr(importlib.import_module(module_name), attr), **kwargs)
