@@ -4,7 +4,11 @@ Zoo ids are ``<algo>-<env>-<dataset>`` in lower case (``diffusionql-pendulum-exp
 (``recipes/<id>.yaml``: algorithm, dataset recipe, env, gradient steps, seed, hyperparameters), weights
 (``weights/<id>.zip``, the JSON + safetensors checkpoint format of :mod:`diffagents.persistence`, never unpickled)
 and a model card (``cards/<id>.json``: dataset, steps, seed, hardware, wall time, the command that reproduces it
-and the evaluation, mean +- std over >= 20 episodes with the normalized score).
+and the evaluation, mean +- std over >= 20 episodes with the normalized score). A recipe without trained
+weights is listed as untrained (``list_agents(trained_only=False)``) until ``diffagents zoo train ID`` runs it.
+
+Multi-agent entries (``algo: MADiff``, see :mod:`diffagents.zoo.multi_agent`) run on PettingZoo Parallel envs:
+``make_env`` returns the env factory, ``load`` a MADiff bound to it, ``evaluate`` reports team returns.
 
     >>> from diffagents import zoo
     >>> zoo.list_agents()

@@ -12,15 +12,19 @@ def record_episode(zoo_id: str, path: str | Path, *, seed: int = 0, max_steps: i
                    scale: float = 1.0) -> Path:
     """Run one deterministic episode with ``render_mode="rgb_array"`` and write the frames with imageio.
 
-    ``scale`` < 1 downsizes the frames (smaller GIFs).
+    Multi-agent (MADiff) entries run on their PettingZoo Parallel env, which must accept ``render_mode`` (mpe2
+    does). ``scale`` < 1 downsizes the frames (smaller GIFs).
     """
     import gymnasium as gym
     import imageio.v2 as imageio
-    from diffagents.zoo.registry import _entry, _env, load
+    from diffagents.zoo.registry import _env, _require_weights, load
 
-    entry = _entry(zoo_id)
-    base = _env(entry)
-    env = gym.make(base.spec.id, render_mode="rgb_array", **(base.spec.kwargs or {})) if base.spec else base
+    entry = _require_weights(zoo_id)  # before making any env or dataset
+    if entry.multi_agent:  # _env is a PettingZoo Parallel env factory
+        env = _env(entry)(render_mode="rgb_array")
+    else:
+        base = _env(entry)
+        env = gym.make(base.spec.id, render_mode="rgb_array", **(base.spec.kwargs or {})) if base.spec else base
     agent = load(zoo_id, env=env)
     obs, _ = env.reset(seed=seed)
     frames = [env.render()]
@@ -30,7 +34,7 @@ def record_episode(zoo_id: str, path: str | Path, *, seed: int = 0, max_steps: i
         start = np.array([False])
         obs, _, term, trunc, _ = env.step(action)
         frames.append(env.render())
-        if term or trunc:
+        if (not env.agents) if entry.multi_agent else (term or trunc):
             break
     out = Path(path)
     images: list[Any] = [np.asarray(f) for f in frames if f is not None]

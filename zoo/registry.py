@@ -12,6 +12,7 @@ import yaml
 
 ROOT = Path(__file__).parent
 RECIPES, WEIGHTS, CARDS = ROOT / "recipes", ROOT / "weights", ROOT / "cards"
+MULTI_AGENT_ALGOS = frozenset({"madiff"})  # PettingZoo agents (diffagents.zoo.multi_agent); lower case
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class ZooEntry:
     @property
     def trained(self) -> bool:
         return self.weights.is_file() and self.card_path.is_file()
+
+    @property
+    def multi_agent(self) -> bool:
+        """A PettingZoo Parallel agent (MADiff) rather than an SB3-style Gymnasium one."""
+        return self.algo.lower() in MULTI_AGENT_ALGOS
 
 
 def _read_recipe(path: Path) -> ZooEntry:
@@ -91,31 +97,93 @@ def list_agents(trained_only: bool = True) -> list[dict[str, Any]]:
     return rows
 
 
+class SingleAgent:
+    """How the registry builds, saves and evaluates SB3-style agents on Gymnasium envs (the default backend)."""
+
+    @staticmethod
+    def agent_class(entry: ZooEntry) -> Any:
+        from diffagents.agents import get_agent_class
+
+        return get_agent_class(entry.algo)
+
+    @staticmethod
+    def hyperparameters(entry: ZooEntry) -> dict[str, Any]:
+        return dict(entry.hyperparameters)
+
+    @staticmethod
+    def env(entry: ZooEntry, dataset: Any = None) -> Any:
+        """A Gymnasium env: the recipe's ``env`` id, or the dataset's eval env."""
+        import gymnasium as gym
+
+        if entry.env:
+            return gym.make(entry.env)
+        if dataset is None:
+            from diffagents.data import make_dataset
+
+            dataset = make_dataset(entry.dataset, size=entry.dataset_size)
+        return dataset.recover_environment(eval_env=True)
+
+    @staticmethod
+    def env_label(entry: ZooEntry, dataset: Any) -> Any:
+        return entry.env or json.loads(dataset.storage.metadata.get("eval_env_spec", "{}") or "{}").get("id")
+
+    @staticmethod
+    def save(agent: Any, path: Path) -> None:
+        agent.save(path, exclude=["optimizers"])  # inference-only: keeps the zoo small
+
+    @staticmethod
+    def evaluate(agent: Any, env: Any, n_episodes: int, seed: int, reference: tuple[float, float] | None
+                 ) -> dict[str, Any]:
+        from diffagents.evaluation import evaluate_agent
+
+        res = evaluate_agent(agent, env, n_episodes=n_episodes, seed=seed, ref_scores=reference)
+        return return_scores(res.returns, res.normalized)
+
+
+def return_scores(returns: Any, normalized: Any) -> dict[str, Any]:
+    """``return_mean/std`` (and ``normalized_mean/std`` when there are reference scores) of episode returns."""
+    import numpy as np
+
+    out: dict[str, Any] = {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns))}
+    if normalized is not None:
+        out.update(normalized_mean=float(np.mean(normalized)), normalized_std=float(np.std(normalized)))
+    return out
+
+
+def _backend(entry: ZooEntry) -> Any:
+    """The one place that dispatches on the algorithm: multi-agent (PettingZoo) or single-agent (Gymnasium)."""
+    if entry.multi_agent:
+        from diffagents.zoo.multi_agent import MultiAgent
+
+        return MultiAgent
+    return SingleAgent
+
+
 def _env(entry: ZooEntry, dataset: Any = None) -> Any:
-    import gymnasium as gym
-
-    if entry.env:
-        return gym.make(entry.env)
-    if dataset is None:
-        from diffagents.data import make_dataset
-
-        dataset = make_dataset(entry.dataset, size=entry.dataset_size)
-    return dataset.recover_environment(eval_env=True)
+    return _backend(entry).env(entry, dataset)
 
 
 def make_env(zoo_id: str) -> Any:
-    """The evaluation env of zoo entry ``zoo_id`` (its ``env`` id, or its dataset's eval env)."""
+    """The evaluation env of zoo entry ``zoo_id``: a Gymnasium env (its ``env`` id, or its dataset's eval env), or
+    for multi-agent entries (MADiff) a zero-argument factory of the PettingZoo Parallel env."""
     return _env(_entry(zoo_id))
 
 
-def load(zoo_id: str, env: Any = None, device: str = "auto") -> Any:
-    """A ready agent from the zoo (weights shipped in the package; loading never unpickles)."""
-    from diffagents.agents import get_agent_class
-
+def _require_weights(zoo_id: str) -> ZooEntry:
     entry = _entry(zoo_id)
     if not entry.weights.is_file():
         raise FileNotFoundError(f"zoo id {zoo_id!r} has no weights; run `diffagents zoo train {zoo_id}`")
-    cls = get_agent_class(entry.algo)
+    return entry
+
+
+def load(zoo_id: str, env: Any = None, device: str = "auto") -> Any:
+    """A ready agent from the zoo (weights shipped in the package; loading never unpickles).
+
+    ``env`` defaults to :func:`make_env`'s (a MADiff is loaded with its env factory, ready for
+    :func:`diffagents.wrappers.pettingzoo.evaluate`).
+    """
+    entry = _require_weights(zoo_id)
+    cls = _backend(entry).agent_class(entry)
     return cls.load(entry.weights, env=env if env is not None else _env(entry), device=device)
 
 
@@ -126,49 +194,38 @@ def _reference(entry: ZooEntry) -> tuple[float, float] | None:
 
 
 def evaluate(zoo_id: str, n_episodes: int = 20, seed: int = 0, device: str = "auto") -> dict[str, Any]:
-    """Evaluate a zoo agent on its env: returns mean/std of returns and normalized scores."""
-    from diffagents.evaluation import evaluate_agent
-
+    """Evaluate a zoo agent on its env: returns mean/std of returns and normalized scores (team returns for
+    multi-agent entries)."""
     entry = _entry(zoo_id)
     agent = load(zoo_id, device=device)
-    env = _env(entry)
-    res = evaluate_agent(agent, env, n_episodes=n_episodes, seed=seed, ref_scores=_reference(entry))
-    out: dict[str, Any] = {"episodes": n_episodes, "seed": seed, "return_mean": res.mean, "return_std": res.std}
-    if res.normalized is not None:
-        out.update(normalized_mean=float(res.normalized.mean()), normalized_std=float(res.normalized.std()))
-    return out
+    scores = _backend(entry).evaluate(agent, _env(entry), n_episodes, seed, _reference(entry))
+    return {"episodes": n_episodes, "seed": seed, **scores}
 
 
 def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_dir: Path | None = None
           ) -> dict[str, Any]:
     """Run a recipe end to end (dataset generation included), save weights and write the model card."""
-    from diffagents.agents import get_agent_class
     from diffagents.data import make_dataset
     from diffagents.sysinfo import hardware
 
     entry = _entry(zoo_id)
+    backend = _backend(entry)
     ds = make_dataset(entry.dataset, size=entry.dataset_size)
-    env = _env(entry, ds)
-    cls = get_agent_class(entry.algo)
-    agent = cls(env=env, dataset=ds, seed=entry.seed, device=device, **entry.hyperparameters)
+    env = backend.env(entry, ds)
+    hyper = backend.hyperparameters(entry)
+    agent = backend.agent_class(entry)(env=env, dataset=ds, seed=entry.seed, device=device, **hyper)
     t0 = time.perf_counter()
     agent.learn(entry.steps, progress_bar=progress_bar)
     wall = time.perf_counter() - t0
     weights = (out_dir / f"{zoo_id}.zip") if out_dir else entry.weights
-    agent.save(weights, exclude=["optimizers"])  # inference-only: keeps the zoo small
-    from diffagents.evaluation import evaluate_agent
-
-    res = evaluate_agent(agent, env, n_episodes=entry.eval_episodes, seed=10_000 + entry.seed,
-                         ref_scores=_reference(entry))
-    evaluation: dict[str, Any] = {"episodes": entry.eval_episodes, "seed": 10_000 + entry.seed,
-                                  "deterministic": True, "return_mean": res.mean, "return_std": res.std}
-    if res.normalized is not None:
-        evaluation.update(normalized_mean=float(res.normalized.mean()), normalized_std=float(res.normalized.std()))
+    backend.save(agent, weights)
+    eval_seed = 10_000 + entry.seed
+    evaluation: dict[str, Any] = {"episodes": entry.eval_episodes, "seed": eval_seed, "deterministic": True,
+                                  **backend.evaluate(agent, env, entry.eval_episodes, eval_seed, _reference(entry))}
     info = {
-        "id": zoo_id, "algo": cls.__name__, "dataset": ds.spec.dataset_id, "dataset_size": ds.total_steps,
-        "env": entry.env or json.loads(ds.storage.metadata.get("eval_env_spec", "{}") or "{}").get("id"),
-        "gradient_steps": entry.steps, "seed": entry.seed, "hyperparameters": entry.hyperparameters,
-        "hardware": hardware(), "device": str(agent.device), "wall_time_s": round(wall, 1),
+        "id": zoo_id, "algo": type(agent).__name__, "dataset": ds.spec.dataset_id, "dataset_size": ds.total_steps,
+        "env": backend.env_label(entry, ds), "gradient_steps": entry.steps, "seed": entry.seed,
+        "hyperparameters": hyper, "hardware": hardware(), "device": str(agent.device), "wall_time_s": round(wall, 1),
         "command": f"diffagents zoo train {zoo_id}", "date": time.strftime("%Y-%m-%d"),
         "evaluation": evaluation, "weights_bytes": weights.stat().st_size,
     }

@@ -1,0 +1,73 @@
+"""Multi-agent zoo entries (``algo: MADiff``): the registry backend for PettingZoo Parallel envs.
+
+Same methods as :class:`diffagents.zoo.registry.SingleAgent`; the registry picks one in ``_backend``. The env is a
+zero-argument factory of the Parallel env that the dataset's ``diffagents_eval_env`` metadata names (only
+``mpe2`` / ``pettingzoo`` constructors, see :func:`diffagents.wrappers.pettingzoo.env_fn_from_dataset`); the model
+card stores that spec as its ``env``, so loading a trained entry needs no dataset. Recipe hyperparameters are
+applied on top of :data:`diffagents.agents.madiff_config.CPU_HYPERPARAMETERS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffagents.zoo.registry import ZooEntry
+
+
+class MultiAgent:
+    """How the registry builds, saves and evaluates MADiff entries."""
+
+    @staticmethod
+    def agent_class(entry: ZooEntry) -> Any:
+        from diffagents.agents.madiff import MADiff
+
+        return MADiff
+
+    @staticmethod
+    def hyperparameters(entry: ZooEntry) -> dict[str, Any]:
+        from diffagents.agents.madiff_config import CPU_HYPERPARAMETERS
+
+        return {**CPU_HYPERPARAMETERS, **entry.hyperparameters}
+
+    @staticmethod
+    def env(entry: ZooEntry, dataset: Any = None) -> Callable[[], Any]:
+        """The Parallel-env factory: from ``dataset``, else the card of a trained entry, else the dataset
+        (generated when missing)."""
+        from diffagents.wrappers.pettingzoo import env_fn_from_dataset
+
+        if dataset is None and entry.card_path.is_file():
+            spec = json.loads(entry.card_path.read_text()).get("env")
+            if isinstance(spec, dict):
+                return env_fn_from_dataset({"diffagents_eval_env": spec})
+        if dataset is None:
+            from diffagents.data import make_dataset
+
+            dataset = make_dataset(entry.dataset, size=entry.dataset_size)
+        return env_fn_from_dataset(dataset)
+
+    @staticmethod
+    def env_label(entry: ZooEntry, dataset: Any) -> Any:
+        """The card's ``env``: ``{"constructor": "mpe2.simple_spread_v3.parallel_env", "kwargs": {...}}``."""
+        return dataset.storage.metadata["diffagents_eval_env"]
+
+    @staticmethod
+    def save(agent: Any, path: Path) -> None:
+        """Save without the optimizer states (inference-only, like ``save(exclude=["optimizers"])``)."""
+        from diffagents.persistence import read_checkpoint, save_checkpoint
+
+        agent.save(path)
+        save_checkpoint(path, read_checkpoint(path, load_optimizers=False))
+
+    @staticmethod
+    def evaluate(agent: Any, env: Any, n_episodes: int, seed: int, reference: tuple[float, float] | None
+                 ) -> dict[str, Any]:
+        """Team returns over ``n_episodes`` (episode ``i`` seeded ``seed + i``), deterministic actions."""
+        from diffagents.wrappers.pettingzoo import evaluate
+        from diffagents.zoo.registry import return_scores
+
+        res = evaluate(agent, env, n_episodes=n_episodes, seed=seed, reference_scores=reference)
+        return return_scores(res["returns"], res.get("normalized"))
