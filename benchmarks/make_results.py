@@ -34,17 +34,25 @@ def zoo_table() -> str:
     cards = sorted((HERE.parent / "zoo" / "cards").glob("*.json"))
     if not cards:
         return "No zoo entry has been trained yet.\n"
-    lines = ["| zoo id | dataset | gradient steps | seed | return (mean ± std) | normalized | episodes | wall | hardware |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| zoo id | dataset | gradient steps | seed | return (mean ± std) | normalized | episodes | wall | "
+             "d3rlpy BC / TD3+BC / IQL, same data and steps (normalized) | hardware |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for path in cards:
         c = json.loads(path.read_text())
         ev = c["evaluation"]
         norm = f"{ev['normalized_mean']:.1f} ± {ev['normalized_std']:.1f}" if "normalized_mean" in ev else ""
         lines.append(f"| {c['id']} | {c['dataset']} | {c['gradient_steps']} | {c['seed']} | "
                      f"{ev['return_mean']:.1f} ± {ev['return_std']:.1f} | {norm} | {ev['episodes']} | "
-                     f"{c['wall_time_s']:.0f} s | {c['hardware']} |")
+                     f"{c['wall_time_s']:.0f} s | {_baselines(c)} | {c['hardware']} |")
     return "\n".join(lines) + "\n\nReproduce any row with `diffagents zoo train ID`; re-evaluate with " \
-                              "`diffagents zoo eval ID`.\n"
+                              "`diffagents zoo eval ID`; baselines with `python benchmarks/zoo_baselines.py ID`.\n"
+
+
+def _baselines(card: dict) -> str:
+    base = card.get("baselines", {})
+    cells = [f"{base[a]['normalized_mean']:.1f} ± {base[a]['normalized_std']:.1f}" if a in base and
+             "normalized_mean" in base[a] else "–" for a in ("bc", "td3+bc", "iql")]
+    return " / ".join(cells) if base else "not run"
 
 
 def main() -> None:
