@@ -26,8 +26,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, hardware, write  # noqa: E402
-from benchmarks.online_curves import Curve, budget_table, default_budgets, eval_curve_callback, plot_curves  # noqa: E402
+from benchmarks.common import RESULTS, hardware  # noqa: E402
+from benchmarks.online_curves import (  # noqa: E402
+    Curve,
+    budget_table,
+    default_budgets,
+    eval_curve_callback,
+    finish_report,
+    plot_curves,
+    table_lines,
+)
 
 
 def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -78,17 +86,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"Seeds {args.seeds}; {args.steps} env steps; learning_starts {args.learning_starts}, batch "
              f"{args.batch_size}, 1 gradient step per env step for both; SAC = SB3 defaults, CPQL = official online "
              f"defaults (ReLU). Eval: {args.eval_episodes} deterministic episodes every {args.eval_every} steps.",
-             f"Hardware: {hardware()}.", "",
-             "| agent | " + " | ".join(f"return @ {b}" for b in budgets) + " | wall s per run |",
-             "|---|" + "---:|" * (len(budgets) + 1)]
-    for v, row in table.items():
-        cells = [f"{m:.1f} ± {s:.1f}" for m, s in zip(row["mean"], row["std"])]
-        lines.append(f"| {v} | " + " | ".join(cells) + f" | {row['wall_s']:.0f} |")
-    lines += ["", f"Learning curves: `{args.out}.png`.", "", f"Command: `{cmd}`"]
+             f"Hardware: {hardware()}.", ""] + table_lines(table, budgets)
     payload = {"args": vars(args), "budgets": budgets, "table": table, "runs": runs, "hardware": hardware()}
-    write(args.out, payload, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return payload
+    return finish_report(args.out, lines, cmd, payload)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ at or before each budget (mean +- std over seeds), and mean +- std learning curv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,27 @@ def plot_curves(runs: list[dict[str, Any]], path: Path, title: str) -> None:
         label = f"{variant} ({len(per_seed)} seed{'s' if len(per_seed) > 1 else ''})"
         curves[label] = ([s for s, _, _ in per_seed[0][:n]], [[m for _, m, _ in c[:n]] for c in per_seed])
     plot_learning_curves(curves, path, xlabel="env steps", title=title)
+
+
+def table_lines(table: dict[str, dict[str, Any]], budgets: list[int],
+                extra: dict[str, Callable[[dict[str, Any]], str]] | None = None) -> list[str]:
+    """Markdown rows: return at each budget (mean +- std over seeds), wall time, then ``extra`` columns."""
+    extra = extra or {}
+    lines = ["| variant | " + " | ".join(f"return @ {b}" for b in budgets) + " | wall s per run |"
+             + "".join(f" {name} |" for name in extra),
+             "|---|" + "---:|" * (len(budgets) + 1 + len(extra))]
+    for v, row in table.items():
+        cells = [f"{m:.1f} ± {s:.1f}" for m, s in zip(row["mean"], row["std"])]
+        lines.append(f"| {v} | " + " | ".join(cells) + f" | {row['wall_s']:.0f} |"
+                     + "".join(f" {fn(row)} |" for fn in extra.values()))
+    return lines
+
+
+def finish_report(out: str, lines: list[str], cmd: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Append the figure and command lines, write ``results/<out>.{md,json}`` and print the report."""
+    from benchmarks.common import write
+
+    lines = [*lines, "", f"Learning curves: `{out}.png`.", "", f"Command: `{cmd}`"]
+    write(out, payload, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return payload

@@ -34,8 +34,16 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, hardware, write  # noqa: E402
-from benchmarks.online_curves import Curve, budget_table, default_budgets, eval_curve_callback, plot_curves  # noqa: E402
+from benchmarks.common import RESULTS, hardware  # noqa: E402
+from benchmarks.online_curves import (  # noqa: E402
+    Curve,
+    budget_table,
+    default_budgets,
+    eval_curve_callback,
+    finish_report,
+    plot_curves,
+    table_lines,
+)
 
 
 def _import_buffer() -> Any:
@@ -126,18 +134,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              f"learning_starts {args.learning_starts}; SynthER: ratio {args.ratio}, retrain every {args.retrain_every} "
              f"steps for {args.generator_steps} steps (width {args.width} x {args.blocks}, {args.process}, "
              f"{args.sample_steps} sampling steps), pool {args.synthetic_size}. Eval: {args.eval_episodes} "
-             f"deterministic episodes every {args.eval_every} steps.", f"Hardware: {hardware()}.", "",
-             "| variant | " + " | ".join(f"return @ {b}" for b in budgets) + " | wall s | generator fit s | "
-             "generator sample s |", "|---|" + "---:|" * (len(budgets) + 3)]
-    for v, row in table.items():
-        cells = [f"{m:.1f} ± {s:.1f}" for m, s in zip(row["mean"], row["std"])]
-        lines.append(f"| {v} | " + " | ".join(cells) + f" | {row['wall_s']:.0f} | "
-                     f"{row.get('generator_fit_s', 0):.0f} | {row.get('generator_sample_s', 0):.0f} |")
-    lines += ["", f"Learning curves: `{args.out}.png`.", "", f"Command: `{cmd}`"]
+             f"deterministic episodes every {args.eval_every} steps.", f"Hardware: {hardware()}.", ""]
+    lines += table_lines(table, budgets, {"generator fit s": lambda r: f"{r.get('generator_fit_s', 0):.0f}",
+                                          "generator sample s": lambda r: f"{r.get('generator_sample_s', 0):.0f}"})
     payload = {"args": vars(args), "budgets": budgets, "table": table, "runs": runs, "hardware": hardware()}
-    write(args.out, payload, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return payload
+    return finish_report(args.out, lines, cmd, payload)
 
 
 if __name__ == "__main__":
