@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffagents.sysinfo import hardware
+
 DEFAULT_SUITE = [
     "toy/multimodal-v0", "pendulum/random-v0", "pendulum/medium-v0", "pendulum/expert-v0", "pendulum/replay-v0",
     "mpe-spread/expert-v0", "mpe-spread/medium-v0", "mpe-spread/random-v0",
@@ -136,8 +138,7 @@ def write_markdown(rows: list[dict[str, Any]], load: dict[str, Any] | None, args
         "# Dataset recipes: generation cost and batching throughput", "",
         f"Command: `OMP_NUM_THREADS=1 nice -n 10 python benchmarks/datasets.py {' '.join(sys.argv[1:])}`  ",
         f"Seed 0, default sizes unless stated; batch {args.batch}, window horizon {args.horizon}.  ",
-        "Hardware: 2-core AMD EPYC VM, 1 thread (torch.set_num_threads(1)), shared with other jobs "
-        "(timings swing up to ~3x).  ",
+        f"Hardware: {hardware()}, shared with other jobs (timings swing up to ~3x).  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
         "| dataset | episodes | steps | generation s | disk MB | behaviour return | normalized | load s "
         "| transitions/s | windows/s |",

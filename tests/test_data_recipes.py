@@ -16,18 +16,23 @@ SMALL = {
     "pointmaze/umaze-v0": 350, "pointmaze/medium-v0": 350, "pointmaze/large-v0": 350,
     "mpe-spread/expert-v0": 60, "mpe-spread/medium-v0": 60, "mpe-spread/random-v0": 60,
     "hopper/random-v0": 150, "halfcheetah/random-v0": 150, "walker2d/random-v0": 150,
+    "hopper/medium-v0": 150, "hopper/medium-replay-v0": 150,
+    "halfcheetah/medium-v0": 150, "halfcheetah/medium-replay-v0": 150,
 }
 NEEDS_WEIGHTS = {"pendulum/medium-v0": "pendulum_medium", "pendulum/expert-v0": "pendulum_expert",
-                 "pendulum/replay-v0": "pendulum_replay"}
+                 "pendulum/replay-v0": "pendulum_replay",
+                 "hopper/medium-v0": "hopper_medium", "hopper/medium-replay-v0": "hopper_replay",
+                 "halfcheetah/medium-v0": "halfcheetah_medium", "halfcheetah/medium-replay-v0": "halfcheetah_replay"}
 
 
 def _skip_without_weights(rid: str) -> None:
-    """The Pendulum behaviour weights ship with the package: a missing file is a packaging bug, not a skip."""
+    """The Pendulum, Hopper and HalfCheetah behaviour files ship with the package: a missing file is a packaging
+    bug, not a skip."""
     name = NEEDS_WEIGHTS.get(rid)
     if name:
         assert find_file(name + (".npz" if "replay" in name else ".safetensors")) is not None, (
             f"{name} missing from diffagents/data/recipes/weights "
-            "(retrain: python -m diffagents.data.recipes.train_behaviour pendulum)")
+            f"(retrain: python -m diffagents.data.recipes.train_behaviour {name.split('_')[0]})")
 
 
 @pytest.mark.parametrize("rid", sorted(SMALL))
@@ -132,9 +137,33 @@ def test_mujoco_medium_trains_missing_behaviour(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFAGENTS_BEHAVIOUR_DIR", str(tmp_path))
     real_train = train_behaviour.train
     monkeypatch.setattr(train_behaviour, "train", lambda name: real_train(name, steps=200))
-    with pytest.warns(UserWarning, match="training the hopper SAC behaviour policy"):
-        ds = data.make_dataset("hopper/medium-v0", size=120)
-    assert ds.total_steps == 120 and (tmp_path / "hopper_medium.safetensors").is_file()
-    assert data.reference_scores(ds) == mujoco.D4RL_REF_SCORES["hopper"]
-    replay = data.make_dataset("hopper/medium-replay-v0", size=50)
+    with pytest.warns(UserWarning, match="training the walker2d SAC behaviour policy"):
+        ds = data.make_dataset("walker2d/medium-v0", size=120)
+    assert ds.total_steps == 120 and (tmp_path / "walker2d_medium.safetensors").is_file()
+    assert data.reference_scores(ds) == mujoco.D4RL_REF_SCORES["walker2d"]
+    replay = data.make_dataset("walker2d/medium-replay-v0", size=50)
     assert replay.total_steps == 50
+    with np.load(tmp_path / "walker2d_replay.npz") as z:  # stored compactly: next_obs only at episode ends
+        assert "next_observations" not in z.files and len(z["final_next_observations"]) < len(z["observations"])
+
+
+def test_compact_replay_round_trip():
+    """``expand_replay`` restores next_observations exactly from the compact replay file layout."""
+    from diffagents.data.recipes.behaviour import expand_replay
+
+    rng = np.random.default_rng(0)
+    n = 40
+    term = np.zeros(n, bool)
+    trunc = np.zeros(n, bool)
+    term[[9, 25]] = True
+    trunc[17] = True
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    nxt = np.concatenate([obs[1:], rng.normal(size=(1, 3)).astype(np.float32)])
+    ends = np.flatnonzero(term | trunc | (np.arange(n) == n - 1))
+    nxt[ends] = rng.normal(size=(len(ends), 3))  # terminal observations differ from the next reset observation
+    compact = {"observations": obs, "final_next_observations": nxt[ends], "terminations": term,
+               "truncations": trunc, "rewards": np.zeros(n, np.float32)}
+    full = expand_replay(compact)
+    np.testing.assert_array_equal(full["next_observations"], nxt)
+    assert "final_next_observations" not in full
+    assert expand_replay(full) is full

@@ -131,3 +131,18 @@ def load_actor(name: str) -> tuple[MLPActor, dict[str, Any]]:
         raise DataError(f"behaviour policy {name!r} weights: expected keys {missing}, got extra {unexpected}")
     actor.eval()
     return actor, info
+
+
+def expand_replay(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Restore ``next_observations`` of a compact replay file (written by ``train_behaviour``); full files pass."""
+    if "next_observations" in data:
+        return data
+    obs = data["observations"]
+    n = len(obs)
+    ends = np.flatnonzero(data["terminations"] | data["truncations"] | (np.arange(n) == n - 1))
+    nxt = np.empty_like(obs)
+    nxt[:-1] = obs[1:]
+    nxt[ends] = data["final_next_observations"]
+    out = {k: v for k, v in data.items() if k != "final_next_observations"}
+    out["next_observations"] = nxt
+    return out

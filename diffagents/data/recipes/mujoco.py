@@ -5,10 +5,12 @@
   N(0, 0.1 x half-range) action noise.
 * medium-replay: that SAC run's replay buffer up to the medium snapshot (the default size means "all of it").
 
-The behaviour policy costs 35-45 CPU-minutes per env, so it is not committed; the first
-``make_dataset("<env>/medium-v0")`` (or ``medium-replay``) trains it if its files are missing, or run
-``OMP_NUM_THREADS=1 python -m diffagents.data.recipes.train_behaviour <env>`` beforehand. Files go to
-``$DIFFAGENTS_BEHAVIOUR_DIR`` (default ``~/.cache/diffagents/behaviour``).
+The behaviour policy costs 35-45 CPU-minutes per env, so the Hopper and HalfCheetah ones ship with the package
+(``recipes/weights``: the medium actor as safetensors + JSON, the replay buffer as a compact npz) and their
+datasets regenerate by rollout alone. Walker2d's is not shipped: the first ``make_dataset("walker2d/medium-v0")``
+(or ``medium-replay``) trains it. Retrain any of them with
+``OMP_NUM_THREADS=1 python -m diffagents.data.recipes.train_behaviour <env>``; files go to
+``$DIFFAGENTS_BEHAVIOUR_DIR`` (default ``~/.cache/diffagents/behaviour``), which is searched before the package.
 
 Reference scores are D4RL's published ones (random and expert policies of the v2 datasets), so normalized
 scores are on the familiar D4RL scale (the v5 envs differ slightly from the v2-era v3 envs).

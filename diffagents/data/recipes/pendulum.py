@@ -26,7 +26,7 @@ from diffagents.data.recipes.base import (
     register,
     rollout_gym,
 )
-from diffagents.data.recipes.behaviour import find_file, load_actor
+from diffagents.data.recipes.behaviour import expand_replay, find_file, load_actor
 
 ENV_ID = "Pendulum-v1"
 NOISE = 0.1  # std of Gaussian action noise, as a fraction of the half action range
@@ -67,7 +67,7 @@ def replay_recorder(npz_name: str, size: int | None) -> EpisodeRecorder:
     if path is None:
         raise DataError(f"replay buffer {npz_name!r}: expected a file from train_behaviour, got nothing")
     with np.load(path) as z:
-        data = {k: z[k] for k in z.files}
+        data = expand_replay({k: z[k] for k in z.files})
     n = len(data["rewards"])
     if size is not None and size > n:
         raise DataError(f"size: expected at most {n} steps for the stored replay buffer, got {size}")

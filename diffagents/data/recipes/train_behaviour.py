@@ -64,16 +64,21 @@ def _actor_from_state(model: Any, state: dict[str, torch.Tensor]) -> MLPActor:
 
 
 def _replay_arrays(model: Any, upto: int) -> dict[str, np.ndarray]:
-    """First ``upto`` transitions of the SB3 buffer, actions mapped back from [-1, 1] to env units."""
+    """First ``upto`` transitions of the SB3 buffer, actions mapped back from [-1, 1] to env units.
+
+    Stored compactly: ``next_observations`` only where an episode ends (or the buffer stops), since elsewhere
+    it equals the next row's observation (:func:`~diffagents.data.recipes.behaviour.expand_replay` restores the full array).
+    """
     rb = model.replay_buffer
     n = min(upto, rb.buffer_size if rb.full else rb.pos)
     low, high = model.action_space.low, model.action_space.high
     act = low + (rb.actions[:n, 0] + 1.0) * 0.5 * (high - low)
     dones = rb.dones[:n, 0].astype(bool)
     timeouts = rb.timeouts[:n, 0].astype(bool)
+    ends = np.flatnonzero(dones | (np.arange(n) == n - 1))
     return {
         "observations": rb.observations[:n, 0].astype(np.float32),
-        "next_observations": rb.next_observations[:n, 0].astype(np.float32),
+        "final_next_observations": rb.next_observations[ends, 0].astype(np.float32),
         "actions": act.astype(np.float32), "rewards": rb.rewards[:n, 0].astype(np.float32),
         "terminations": dones & ~timeouts, "truncations": dones & timeouts,
     }
