@@ -18,6 +18,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("agent_speed", "Agent training throughput and decision latency"),
     ("offline_pendulum", "Offline RL quality on Pendulum (ours vs d3rlpy)"),
     ("online_cpql_pendulum", "Online CPQL vs SAC on Pendulum (learning curves)"),
+    ("online_cpql_hopper", "Online CPQL vs SAC on Hopper-v5 (learning curves)"),
     ("offline_pointmaze", "Planners on PointMaze (Diffuser vs d3rlpy BC / IQL)"),
     ("toy_multimodal", "Mode coverage on the multimodal toy task"),
     ("distill", "Distilled 1-step actor vs its teacher"),
