@@ -81,7 +81,9 @@ def synthetic_dataset(env_id: str, steps: int, root: str | Path, seed: int = 0) 
     """
     import gymnasium as gym
     import minari
-    from minari.data_collector import EpisodeBuffer
+
+    from diffagents.data.recipes.base import EpisodeRecorder, rollout_gym
+    from diffagents.data.recipes.pendulum import uniform_policy
 
     os.environ["MINARI_DATASETS_PATH"] = str(root)
     dataset_id = f"bench/{env_id.lower().replace('-', '')}/random-v0"
@@ -90,25 +92,9 @@ def synthetic_dataset(env_id: str, steps: int, root: str | Path, seed: int = 0) 
     except FileNotFoundError:
         pass
     env = gym.make(env_id)
-    env.action_space.seed(seed)
-    buffers, total, ep = [], 0, 0
-    while total < steps:
-        obs, _ = env.reset(seed=seed + ep)
-        o, a, r, te, tr = [obs], [], [], [], []
-        while True:
-            act = env.action_space.sample()
-            obs, rew, term, trunc, _ = env.step(act)
-            o.append(obs)
-            a.append(act)
-            r.append(rew)
-            te.append(term)
-            tr.append(trunc or total + len(a) >= steps)
-            if te[-1] or tr[-1]:
-                break
-        buffers.append(EpisodeBuffer(id=ep, observations=np.asarray(o), actions=np.asarray(a),
-                                     rewards=np.asarray(r), terminations=np.asarray(te), truncations=np.asarray(tr)))
-        total += len(a)
-        ep += 1
+    rec = EpisodeRecorder(steps)
+    rollout_gym(env, uniform_policy(env.action_space, np.random.default_rng(seed)), rec, seed)
+    buffers, total = rec.buffers, rec.steps
     with warnings.catch_warnings():  # minari asks for author / code permalink metadata
         warnings.simplefilter("ignore", UserWarning)
         return minari.create_dataset_from_buffers(dataset_id, buffers, env=env_id, algorithm_name="random",
