@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,14 +52,6 @@ class MultiAgent:
     def env_label(entry: ZooEntry, dataset: Any) -> Any:
         """The card's ``env``: ``{"constructor": "mpe2.simple_spread_v3.parallel_env", "kwargs": {...}}``."""
         return dataset.storage.metadata["diffagents_eval_env"]
-
-    @staticmethod
-    def save(agent: Any, path: Path) -> None:
-        """Save without the optimizer states (inference-only, like ``save(exclude=["optimizers"])``)."""
-        from diffagents.persistence import read_checkpoint, save_checkpoint
-
-        agent.save(path)
-        save_checkpoint(path, read_checkpoint(path, load_optimizers=False))
 
     @staticmethod
     def evaluate(agent: Any, env: Any, n_episodes: int, seed: int, reference: tuple[float, float] | None

@@ -128,10 +128,6 @@ class SingleAgent:
         return entry.env or json.loads(dataset.storage.metadata.get("eval_env_spec", "{}") or "{}").get("id")
 
     @staticmethod
-    def save(agent: Any, path: Path) -> None:
-        agent.save(path, exclude=["optimizers"])  # inference-only: keeps the zoo small
-
-    @staticmethod
     def evaluate(agent: Any, env: Any, n_episodes: int, seed: int, reference: tuple[float, float] | None
                  ) -> dict[str, Any]:
         from diffagents.evaluation import evaluate_agent
@@ -218,7 +214,7 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     agent.learn(entry.steps, progress_bar=progress_bar)
     wall = time.perf_counter() - t0
     weights = (out_dir / f"{zoo_id}.zip") if out_dir else entry.weights
-    backend.save(agent, weights)
+    agent.save(weights, exclude=["optimizers"])  # inference-only: keeps the zoo small
     eval_seed = 10_000 + entry.seed
     evaluation: dict[str, Any] = {"episodes": entry.eval_episodes, "seed": eval_seed, "deterministic": True,
                                   **backend.evaluate(agent, env, entry.eval_episodes, eval_seed, _reference(entry))}

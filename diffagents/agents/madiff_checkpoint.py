@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from diffagents.agents.madiff import MADiff
 
 
-def save_madiff(agent: MADiff, path: Any) -> None:
-    """Atomically write ``agent`` to ``path`` (``.zip`` is appended when ``path`` has no suffix)."""
+def save_madiff(agent: MADiff, path: Any, *, optimizers: bool = True) -> None:
+    """Atomically write ``agent`` to ``path`` (``.zip`` is appended when ``path`` has no suffix); without the
+    optimizer states when ``optimizers`` is False (inference-only)."""
     arrays: dict[str, np.ndarray] = {}
     norm_meta = None
     if agent.normalizer is not None:
@@ -40,7 +41,7 @@ def save_madiff(agent: MADiff, path: Any) -> None:
     }
     if agent.targets is not None:
         arrays["targets"] = agent.targets
-    optim = {name: u.state_dict() for name, u in agent.updaters.items()}
+    optim = {name: u.state_dict() for name, u in agent.updaters.items()} if optimizers else {}
     save_checkpoint(path, Checkpoint(meta=meta, weights=weights, arrays=arrays, optimizers=optim))
 
 
