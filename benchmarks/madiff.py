@@ -1,7 +1,7 @@
-"""Benchmark MADiff-C / MADiff-D against independent per-agent BC on mpe2 simple_spread.
+"""Benchmark MADiff-C / MADiff-D against independent per-agent BC and Diffusion-QL on mpe2 simple_spread.
 
 For each dataset (``diffagents/mpe-spread/{expert,medium,random}-v0``, N=3, continuous actions), each seed and
-each method (MADiff-C, MADiff-D, independent BC), train for a fixed number of gradient steps and evaluate on
+each method (MADiff-C, MADiff-D, independent BC, independent DiffusionQL), train for a fixed number of gradient steps and evaluate on
 ``n_episodes`` seeded episodes (the same episodes for every method). Scores are normalised team returns
 (0 = uniform random, 100 = the scripted expert; the recipe's reference scores), reported as mean +- std over
 seeds of the per-seed mean. Then:
@@ -16,8 +16,8 @@ Writes ``benchmarks/results/madiff.md`` and ``.json`` (``--out`` changes the ste
 
 Usage (1 thread, one job at a time; datasets land in ``MINARI_DATASETS_PATH``)::
 
-    # CPU budget run (docs/compute-budget.md Sec. 7: ~20-40 min per MADiff model): 3 seeds, 15k steps
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/madiff.py --steps 15000 --seeds 0 1 2 --episodes 50
+    # the recorded CPU run: 3 seeds x 3000 gradient steps for every method, 50 episodes, 2 worker processes
+    OMP_NUM_THREADS=1 python benchmarks/madiff.py --steps 3000 --seeds 0 1 2 --n4-seeds 0 --episodes 50 --jobs 2
     # smoke run
     OMP_NUM_THREADS=1 python benchmarks/madiff.py --smoke
 """
@@ -145,6 +145,28 @@ class IndependentBC:
         return out, state
 
 
+class IndependentDQL:
+    """Independent Diffusion-QL learners: one :class:`~diffagents.DiffusionQL` per agent, each trained on its own
+    view of the data (own observations and actions, team reward; :func:`diffagents.data.agent_dataset`)."""
+
+    def __init__(self, dataset: Any, seed: int = 0) -> None:
+        from diffagents import DiffusionQL
+        from diffagents.data import agent_dataset, agent_ids_of
+
+        self.agents = agent_ids_of(dataset.observation_space)
+        self.nets = {a: DiffusionQL(dataset=agent_dataset(dataset, a), seed=seed + 1000 * i)
+                     for i, a in enumerate(self.agents)}
+
+    def learn(self, steps: int) -> IndependentDQL:
+        for net in self.nets.values():
+            net.learn(steps, log_interval=0)
+        return self
+
+    def predict(self, obs: dict[str, Any], state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[dict[str, Any], Any]:
+        return {a: net.predict(obs[a], deterministic=deterministic)[0] for a, net in self.nets.items()}, state
+
+
 # ---------------------------------------------------------------------------------------------- runs
 def madiff_hparams(args: argparse.Namespace) -> dict[str, Any]:
     from diffagents.agents.madiff import CPU_HYPERPARAMETERS
@@ -157,12 +179,19 @@ def madiff_hparams(args: argparse.Namespace) -> dict[str, Any]:
     return hp
 
 
-def train_eval(method: str, dataset: Any, n: int, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+def train_eval(method: str, dataset_id: str, n: int, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Train one method on one dataset with one seed and evaluate it (runs in a worker process with ``--jobs``)."""
+    import minari
+
     from diffagents.agents.madiff import MADiff
 
+    torch.set_num_threads(1)
+    dataset = minari.load_dataset(dataset_id)
     t0 = time.perf_counter()
     if method == "BC":
-        agent: Any = IndependentBC(dataset, seed=seed).learn(args.bc_steps)
+        agent: Any = IndependentBC(dataset, seed=seed).learn(args.bc_steps or args.steps)
+    elif method == "DQL":
+        agent = IndependentDQL(dataset, seed=seed).learn(args.steps)
     else:
         agent = MADiff(spread(n), dataset, seed=seed, decentralized=method == "MADiff-D", **madiff_hparams(args))
         agent.learn(args.steps, log_interval=0, progress_bar=args.progress)
@@ -195,28 +224,45 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
             "train_s": float(np.mean([r["train_s"] for r in rows]))}
 
 
+COST = {"MADiff-D": 4, "MADiff-C": 3, "DQL": 2, "BC": 1}  # dispatch the longest jobs first
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from diffagents.data import agent_dataset, agent_ids_of, make_dataset
     from diffagents.data import reference_scores as dataset_ref
 
     results: dict[str, Any] = {"scores": {}, "n4": {}, "latency_ms": {}, "runs": []}
-    for kind in args.datasets:
-        from diffagents.data import make_dataset
-
-        ds = make_dataset(f"diffagents/mpe-spread/{kind}-v0", size=args.dataset_size)
-        for method in args.methods:
-            rows = [train_eval(method, ds, 3, args, seed) for seed in args.seeds]
-            results["runs"] += [{"dataset": kind, **r} for r in rows]
-            results["scores"][f"{kind}/{method}"] = summarise(rows)
-            print(f"[N=3 {kind}] {method}: {results['scores'][f'{kind}/{method}']}", flush=True)
+    datasets = {kind: make_dataset(f"diffagents/mpe-spread/{kind}-v0", size=args.dataset_size)
+                for kind in args.datasets}
+    jobs = [(kind, ds.spec.dataset_id, 3, method, seed)
+            for kind, ds in datasets.items() for method in args.methods for seed in args.seeds]
     if args.n4:
         ref4 = reference_scores(4, args.ref_episodes)
         ds4 = expert_dataset(4, args.dataset_size, ref4)
+        datasets["n4-expert"] = ds4
         results["n4_reference"] = {"random": ref4[0], "expert": ref4[1], "stored": dataset_ref(ds4)}
+        jobs += [("n4-expert", ds4.spec.dataset_id, 4, method, seed)
+                 for method in args.methods for seed in (args.n4_seeds or args.seeds)]
+    if "DQL" in args.methods:  # build the per-agent views once, before workers could race on them
+        for ds in datasets.values():
+            for agent in agent_ids_of(ds.observation_space):
+                agent_dataset(ds, agent)
+    jobs.sort(key=lambda j: -COST.get(j[3], 0))
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [(job, pool.submit(train_eval, job[3], job[1], job[2], args, job[4])) for job in jobs]
+        for (label, _, n, method, seed), fut in futures:
+            row = {"dataset": label, **fut.result()}
+            results["runs"].append(row)
+            print(f"[{label} N={n}] {method} seed {seed}: {row}", flush=True)
+    for label in datasets:
         for method in args.methods:
-            rows = [train_eval(method, ds4, 4, args, seed) for seed in args.seeds]
-            results["runs"] += [{"dataset": "n4-expert", **r} for r in rows]
-            results["n4"][method] = summarise(rows)
-            print(f"[N=4 expert] {method}: {results['n4'][method]}", flush=True)
+            rows = [r for r in results["runs"] if r["dataset"] == label and r["method"] == method]
+            if label == "n4-expert":
+                results["n4"][method] = summarise(rows)
+            else:
+                results["scores"][f"{label}/{method}"] = summarise(rows)
     from diffagents.agents.madiff import CPU_HYPERPARAMETERS
 
     configs = {"trained": madiff_hparams(args), "cpu-default": dict(CPU_HYPERPARAMETERS)}
@@ -254,8 +300,11 @@ def markdown(res: dict[str, Any], args: argparse.Namespace, command: str, wall_s
              f"Command: `{command}`  ", f"Hardware: {hardware()}; shared with other jobs.  ",
              f"Date: {time.strftime('%Y-%m-%d %H:%M')}; wall time {wall_s / 60:.1f} min; load average "
              f"{res['meta']['load_start']:.1f} at start, {res['meta']['load_end']:.1f} at end (2 cores).  ",
-             f"MADiff config: `{res['configs']['trained']}`; {args.steps} gradient steps; BC: per-agent MLP 2x256, "
-             f"{args.bc_steps} steps, batch 256.  ",
+             f"MADiff config: `{res['configs']['trained']}`; {args.steps} gradient steps.  ",
+             f"Independent baselines (one learner per agent on its own observations, team reward): BC = MLP 2x256, "
+             f"MSE, {args.bc_steps or args.steps} steps, batch 256; DQL = `DiffusionQL` defaults (Wang et al. 2023), "
+             f"{args.steps} steps per agent.  ",
+             f"N=4 seeds: {', '.join(map(str, args.n4_seeds or args.seeds))}; {args.jobs} worker process(es).  ",
              f"Datasets: {args.dataset_size} joint steps each; evaluation: {args.episodes} episodes (seeds "
              f"{args.eval_seed}..{args.eval_seed + args.episodes - 1}), deterministic, team return = sum over "
              "agents; seeds " + ", ".join(map(str, args.seeds)) + ".", "",
@@ -288,13 +337,16 @@ def markdown(res: dict[str, Any], args: argparse.Namespace, command: str, wall_s
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=15_000, help="MADiff gradient steps")
-    p.add_argument("--bc-steps", type=int, default=20_000)
+    p.add_argument("--bc-steps", type=int, default=None, help="BC gradient steps (default: --steps, equal budgets)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per run (>= 50 for results)")
     p.add_argument("--eval-seed", type=int, default=1_000)
     p.add_argument("--datasets", nargs="+", default=["expert", "medium", "random"])
     p.add_argument("--dataset-size", type=int, default=100_000)
-    p.add_argument("--methods", nargs="+", default=["MADiff-C", "MADiff-D", "BC"])
+    p.add_argument("--methods", nargs="+", default=["MADiff-C", "MADiff-D", "BC", "DQL"],
+                   choices=["MADiff-C", "MADiff-D", "BC", "DQL"])
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (1 torch thread each; 2 on a 2-core VM)")
+    p.add_argument("--n4-seeds", type=int, nargs="+", help="seeds of the N=4 run (default: --seeds)")
     hp = p.add_argument_group("MADiff overrides of CPU_HYPERPARAMETERS (default: keep its value)")
     hp.add_argument("--dim", type=int)
     hp.add_argument("--dim-mults", type=int, nargs="+")

@@ -2,11 +2,7 @@
 
 For each synthetic transition ``(s, a, r, s')`` the simulator is put in the state ``s`` and stepped with ``a``;
 the true ``(r*, s'*)`` are compared with the generated ones (Lu et al. 2023, Sec. 4 report the same kind of
-"dynamics error"). State reconstruction: Hopper-v5 / HalfCheetah-v5 / Walker2d-v5 observations are
-``qpos[1:] + qvel`` (the root x position is excluded), so ``qpos = [0, obs[:nq-1]]`` and ``qvel = obs[nq-1:]``.
-x = 0 is exact for these envs: rewards use x only through ``(x_after - x_before) / dt`` and the
-dynamics are invariant to translation along x. Hopper / Walker2d clip velocities to [-10, 10] in the
-observation, so the reconstruction is approximate where a velocity was clipped.
+"dynamics error"); the state rebuild is :mod:`diffagents.agents.synther_fidelity`'s.
 
 Rows of the table:
 
@@ -32,36 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import hardware, write  # noqa: E402
+from diffagents.agents.synther_fidelity import fidelity_errors as errors  # noqa: E402
+from diffagents.agents.synther_fidelity import simulator_step as true_step  # noqa: E402
 
 ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
-
-
-def true_step(env_id: str, obs: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
-    """Simulator ``(r*, s'*, terminal*)`` from flat observations (root x set to 0) and actions."""
-    env: Any = gym.make(env_id).unwrapped
-    env.reset(seed=0)
-    nq = env.model.nq
-    rew, nxt, term = np.zeros(len(obs)), np.zeros_like(obs), np.zeros(len(obs), bool)
-    for i, (o, a) in enumerate(zip(obs.astype(np.float64), actions.astype(np.float64))):
-        env.set_state(np.concatenate([[0.0], o[: nq - 1]]), o[nq - 1:])
-        s2, r, te, _, _ = env.step(a)
-        rew[i], nxt[i], term[i] = r, s2, te
-    return {"rewards": rew, "next_observations": nxt, "terminations": term}
-
-
-def errors(batch: dict[str, np.ndarray], truth: dict[str, np.ndarray], var: np.ndarray) -> dict[str, float]:
-    r_err = np.abs(batch["rewards"] - truth["rewards"])
-    sq = (batch["next_observations"] - truth["next_observations"]) ** 2  # (n, obs_dim)
-    mse, smse = sq.mean(axis=1), (sq / var).mean(axis=1)
-    return {"reward_abs_mean": float(r_err.mean()), "reward_abs_median": float(np.median(r_err)),
-            "next_mse_mean": float(mse.mean()), "next_mse_median": float(np.median(mse)),
-            "next_std_mse_mean": float(smse.mean()), "next_std_mse_median": float(np.median(smse)),
-            "terminal_agreement": float(np.mean(batch["terminations"] == truth["terminations"]))}
 
 
 def noisy(real: dict[str, np.ndarray], sigma: float, std: dict[str, np.ndarray], space: Any,

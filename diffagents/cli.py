@@ -245,7 +245,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     console = Console()
     if args.action == "list":
         table = Table(title="diffagents zoo")
-        for col in ("id", "algorithm", "dataset", "normalized score", "trained"):
+        for col in ("id", "algorithm", "dataset", "normalized score", "trained"):  # generators: no score
             table.add_column(col)
         for row in zoo.list_agents(trained_only=False):
             score = "" if row["score"] is None else f"{row['score']:.1f}"
@@ -266,7 +266,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
             path = record_episode(args.id, args.output or f"{args.id}.gif", seed=args.seed)
             console.print(f"wrote {path}")
-    except (KeyError, FileNotFoundError) as exc:
+    except (KeyError, FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc).strip("'\"")) from exc
     return 0
 
@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     z = sub.add_parser("zoo", help="pretrained agents shipped with the package")
     z.add_argument("action", choices=["list", "eval", "enjoy", "train"])
     z.add_argument("id", nargs="?", help="zoo id, e.g. diffusionql-pendulum-expert")
-    z.add_argument("--episodes", type=int, default=20)
+    z.add_argument("--episodes", type=int, default=20,
+                   help="eval: episodes (for SynthER generators: sampled transitions checked against the simulator)")
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--device", default="auto")
     z.add_argument("--output", default=None, help="enjoy: GIF/MP4 path")

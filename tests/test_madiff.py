@@ -272,3 +272,31 @@ def test_history_padding_repeats_first_step(expert_ds: Any) -> None:
     assert np.array_equal(padded.observations[off[1]], table.observations[table.obs_offsets[1]])
     assert np.array_equal(padded.observations[1], first) and np.array_equal(padded.observations[2], first)
     assert np.all(padded.rewards[:2] == 0) and padded.rewards[2] == table.rewards[0]
+
+
+def test_agent_dataset_is_one_agents_view_and_trains_a_single_agent_learner(expert_ds: Any) -> None:
+    import minari
+
+    from diffagents import DiffusionQL
+    from diffagents.data import DataError, agent_dataset
+
+    view = agent_dataset(expert_ds, "agent_2")
+    assert view.spec.dataset_id == "diffagents/mpe-spread/expert-n250-s0-agent_2-v0"
+    assert view.observation_space == expert_ds.observation_space["agent_2"]
+    assert view.action_space == expert_ds.action_space["agent_2"]
+    assert view.total_steps == expert_ds.total_steps and view.total_episodes == expert_ds.total_episodes
+    for joint, own in zip(expert_ds.iterate_episodes(), view.iterate_episodes()):
+        np.testing.assert_array_equal(own.observations, joint.observations["agent_2"])
+        np.testing.assert_array_equal(own.actions, joint.actions["agent_2"])
+        np.testing.assert_array_equal(own.rewards, joint.rewards)  # the team reward
+        np.testing.assert_array_equal(own.truncations, joint.truncations)
+    assert agent_dataset(expert_ds, "agent_2").spec.dataset_id == view.spec.dataset_id  # cached copy reused
+    with pytest.raises(DataError, match=r"agent: expected one of \['agent_0', 'agent_1', 'agent_2'\], got 'agent_7'"):
+        agent_dataset(expert_ds, "agent_7")
+    with pytest.raises(DataError, match="diffagents_agent_view"):  # an id taken by other data is not reused
+        agent_dataset(expert_ds, "agent_0", dataset_id=view.spec.dataset_id)
+    with pytest.raises(DataError, match="observation_space: expected a Dict"):
+        agent_dataset(minari.load_dataset(view.spec.dataset_id), "agent_2")
+    dql = DiffusionQL(dataset=view, seed=0, batch_size=16).learn(2, log_interval=0)
+    action, _ = dql.predict(_obs()["agent_2"], deterministic=True)
+    assert action.shape == (5,) and np.all((action >= 0) & (action <= 1))

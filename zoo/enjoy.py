@@ -20,6 +20,9 @@ def record_episode(zoo_id: str, path: str | Path, *, seed: int = 0, max_steps: i
     from diffagents.zoo.registry import _env, _require_weights, load
 
     entry = _require_weights(zoo_id)  # before making any env or dataset
+    if entry.generator:
+        raise ValueError(f"zoo enjoy: {zoo_id!r} is a transition generator ({entry.algo}), not an agent: it has no "
+                         "episode to record; use `diffagents zoo eval` for its dynamics fidelity")
     if entry.multi_agent:  # _env is a PettingZoo Parallel env factory
         env = _env(entry)(render_mode="rgb_array")
     else:

@@ -13,12 +13,15 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from diffagents.zoo.registry import SingleAgent
+
 if TYPE_CHECKING:
     from diffagents.zoo.registry import ZooEntry
 
 
-class MultiAgent:
-    """How the registry builds, saves and evaluates MADiff entries."""
+class MultiAgent(SingleAgent):
+    """How the registry builds, saves and evaluates MADiff entries (build / learn / save / load as for
+    single agents, with the env factory as ``env``)."""
 
     @staticmethod
     def agent_class(entry: ZooEntry) -> Any:
@@ -61,4 +64,5 @@ class MultiAgent:
         from diffagents.zoo.registry import return_scores
 
         res = evaluate(agent, env, n_episodes=n_episodes, seed=seed, reference_scores=reference)
-        return return_scores(res["returns"], res.get("normalized"))
+        return {"episodes": n_episodes, "seed": seed, "deterministic": True,
+                **return_scores(res["returns"], res.get("normalized"))}

@@ -13,6 +13,7 @@ import yaml
 ROOT = Path(__file__).parent
 RECIPES, WEIGHTS, CARDS = ROOT / "recipes", ROOT / "weights", ROOT / "cards"
 MULTI_AGENT_ALGOS = frozenset({"madiff"})  # PettingZoo agents (diffagents.zoo.multi_agent); lower case
+GENERATOR_ALGOS = frozenset({"synther"})  # transition generators (diffagents.zoo.generator); lower case
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,11 @@ class ZooEntry:
     def multi_agent(self) -> bool:
         """A PettingZoo Parallel agent (MADiff) rather than an SB3-style Gymnasium one."""
         return self.algo.lower() in MULTI_AGENT_ALGOS
+
+    @property
+    def generator(self) -> bool:
+        """A data generator (SynthER) rather than an agent: evaluated by dynamics fidelity, not returns."""
+        return self.algo.lower() in GENERATOR_ALGOS
 
 
 def _read_recipe(path: Path) -> ZooEntry:
@@ -83,7 +89,8 @@ def card(zoo_id: str) -> dict[str, Any]:
 
 
 def list_agents(trained_only: bool = True) -> list[dict[str, Any]]:
-    """Rows ``{id, algo, dataset, score}`` (score = normalized mean of the card's evaluation)."""
+    """Rows ``{id, algo, dataset, score, trained}`` (score = normalized mean of the card's evaluation; None for
+    generators, whose cards report dynamics fidelity instead)."""
     rows = []
     for zoo_id, entry in entries().items():
         if trained_only and not entry.trained:
@@ -110,6 +117,23 @@ class SingleAgent:
     def hyperparameters(entry: ZooEntry) -> dict[str, Any]:
         return dict(entry.hyperparameters)
 
+    @classmethod
+    def build(cls, entry: ZooEntry, dataset: Any, env: Any, device: str) -> Any:
+        return cls.agent_class(entry)(env=env, dataset=dataset, seed=entry.seed, device=device,
+                                      **cls.hyperparameters(entry))
+
+    @staticmethod
+    def learn(agent: Any, steps: int, progress_bar: bool) -> None:
+        agent.learn(steps, progress_bar=progress_bar)
+
+    @staticmethod
+    def save(agent: Any, path: Path) -> None:
+        agent.save(path, exclude=["optimizers"])  # inference-only: keeps the zoo small
+
+    @classmethod
+    def load(cls, entry: ZooEntry, env: Any, device: str) -> Any:
+        return cls.agent_class(entry).load(entry.weights, env=env, device=device)
+
     @staticmethod
     def env(entry: ZooEntry, dataset: Any = None) -> Any:
         """A Gymnasium env: the recipe's ``env`` id, or the dataset's eval env."""
@@ -133,7 +157,8 @@ class SingleAgent:
         from diffagents.evaluation import evaluate_agent
 
         res = evaluate_agent(agent, env, n_episodes=n_episodes, seed=seed, ref_scores=reference)
-        return return_scores(res.returns, res.normalized)
+        return {"episodes": n_episodes, "seed": seed, "deterministic": True,
+                **return_scores(res.returns, res.normalized)}
 
 
 def return_scores(returns: Any, normalized: Any) -> dict[str, Any]:
@@ -147,11 +172,16 @@ def return_scores(returns: Any, normalized: Any) -> dict[str, Any]:
 
 
 def _backend(entry: ZooEntry) -> Any:
-    """The one place that dispatches on the algorithm: multi-agent (PettingZoo) or single-agent (Gymnasium)."""
+    """The one place that dispatches on the algorithm: multi-agent (PettingZoo), generator (SynthER) or
+    single-agent (Gymnasium)."""
     if entry.multi_agent:
         from diffagents.zoo.multi_agent import MultiAgent
 
         return MultiAgent
+    if entry.generator:
+        from diffagents.zoo.generator import Generator
+
+        return Generator
     return SingleAgent
 
 
@@ -176,11 +206,11 @@ def load(zoo_id: str, env: Any = None, device: str = "auto") -> Any:
     """A ready agent from the zoo (weights shipped in the package; loading never unpickles).
 
     ``env`` defaults to :func:`make_env`'s (a MADiff is loaded with its env factory, ready for
-    :func:`diffagents.wrappers.pettingzoo.evaluate`).
+    :func:`diffagents.wrappers.pettingzoo.evaluate`; a SynthER generator needs no env).
     """
     entry = _require_weights(zoo_id)
-    cls = _backend(entry).agent_class(entry)
-    return cls.load(entry.weights, env=env if env is not None else _env(entry), device=device)
+    backend = _backend(entry)
+    return backend.load(entry, env if env is not None or entry.generator else _env(entry), device)
 
 
 def _reference(entry: ZooEntry) -> tuple[float, float] | None:
@@ -190,12 +220,12 @@ def _reference(entry: ZooEntry) -> tuple[float, float] | None:
 
 
 def evaluate(zoo_id: str, n_episodes: int = 20, seed: int = 0, device: str = "auto") -> dict[str, Any]:
-    """Evaluate a zoo agent on its env: returns mean/std of returns and normalized scores (team returns for
-    multi-agent entries)."""
+    """Evaluate a zoo entry on its env: mean/std of returns and normalized scores (team returns for multi-agent
+    entries); for generators, the dynamics fidelity of ``n_episodes`` sampled transitions."""
     entry = _entry(zoo_id)
     agent = load(zoo_id, device=device)
-    scores = _backend(entry).evaluate(agent, _env(entry), n_episodes, seed, _reference(entry))
-    return {"episodes": n_episodes, "seed": seed, **scores}
+    reference = None if entry.generator else _reference(entry)
+    return dict(_backend(entry).evaluate(agent, _env(entry), n_episodes, seed, reference))
 
 
 def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_dir: Path | None = None
@@ -209,15 +239,14 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     ds = make_dataset(entry.dataset, size=entry.dataset_size)
     env = backend.env(entry, ds)
     hyper = backend.hyperparameters(entry)
-    agent = backend.agent_class(entry)(env=env, dataset=ds, seed=entry.seed, device=device, **hyper)
+    agent = backend.build(entry, ds, env, device)
     t0 = time.perf_counter()
-    agent.learn(entry.steps, progress_bar=progress_bar)
+    backend.learn(agent, entry.steps, progress_bar)
     wall = time.perf_counter() - t0
     weights = (out_dir / f"{zoo_id}.zip") if out_dir else entry.weights
-    agent.save(weights, exclude=["optimizers"])  # inference-only: keeps the zoo small
-    eval_seed = 10_000 + entry.seed
-    evaluation: dict[str, Any] = {"episodes": entry.eval_episodes, "seed": eval_seed, "deterministic": True,
-                                  **backend.evaluate(agent, env, entry.eval_episodes, eval_seed, _reference(entry))}
+    backend.save(agent, weights)
+    reference = None if entry.generator else _reference(entry)
+    evaluation = backend.evaluate(agent, env, entry.eval_episodes, 10_000 + entry.seed, reference)
     info = {
         "id": zoo_id, "algo": type(agent).__name__, "dataset": ds.spec.dataset_id, "dataset_size": ds.total_steps,
         "env": backend.env_label(entry, ds), "gradient_steps": entry.steps, "seed": entry.seed,

@@ -13,7 +13,7 @@ from diffagents.data import envs  # noqa: F401  (registers diffagents/ToyMultimo
 from diffagents.data.episodes import EpisodeTable, check_spaces, load_dataset, read_episodes
 from diffagents.data.errors import DataError
 from diffagents.data.flatten import ObsFlattener
-from diffagents.data.multiagent import agent_ids_of, to_joint_arrays, to_joint_windows
+from diffagents.data.multiagent import agent_dataset, agent_ids_of, to_joint_arrays, to_joint_windows
 from diffagents.data.normalizers import (
     CDFNormalizer,
     GaussianNormalizer,
@@ -50,7 +50,7 @@ def reference_scores(dataset: Any) -> tuple[float, float] | None:
 
 __all__ = [
     "CDFNormalizer", "DataError", "EpisodeTable", "GaussianNormalizer", "MinMaxNormalizer", "Normalizer",
-    "ObsFlattener", "TensorSampler", "TrajectoryWindows", "Transitions", "WindowSampler", "agent_ids_of",
+    "ObsFlattener", "TensorSampler", "TrajectoryWindows", "Transitions", "WindowSampler", "agent_dataset", "agent_ids_of",
     "check_spaces", "discounted_returns", "list_recipes", "load_dataset", "make_dataset", "make_normalizer",
     "normalizer_from_state_dict", "read_episodes", "reference_scores", "to_joint_arrays", "to_joint_windows",
     "to_transitions", "to_windows",

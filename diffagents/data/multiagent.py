@@ -7,9 +7,12 @@ the same observation size ``D`` and action size ``A`` (MPE has no agent death, s
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from typing import Any
 
 import minari
+import numpy as np
 from gymnasium import spaces
 
 from diffagents.data.episodes import EpisodeTable, load_dataset, read_episodes
@@ -83,3 +86,58 @@ def to_joint_windows(
         table, horizon, discount=discount, use_padding=use_padding, pad_mode=pad_mode, joint=True,
         agent_ids=agents,
     )
+
+
+def agent_dataset(
+    dataset: str | os.PathLike[str] | minari.MinariDataset, agent: str, *, dataset_id: str | None = None,
+) -> minari.MinariDataset:
+    """One agent's view of a multi-agent dataset, as a single-agent Minari dataset (independent learners).
+
+    Each episode keeps the agent's own observations and actions, the team reward and the episode's
+    terminations / truncations, so any single-agent offline learner (ours or d3rlpy) can train an
+    independent per-agent policy on it: the "independent BC / DiffusionQL" baselines of MADiff (Zhu et al.
+    2023, Sec. 5). Built once and cached under ``dataset_id``; a cached copy is reused only if it was made
+    from the same source dataset and agent.
+
+    Args:
+        dataset: A multi-agent Minari dataset (``Dict({agent_id: Box})`` spaces), its id or a local path.
+        agent: The agent id to keep, e.g. ``"agent_0"``.
+        dataset_id: Id of the new dataset; default ``<source namespace/name>-<agent>-v<version>``.
+
+    Raises:
+        DataError: If the dataset is not multi-agent, ``agent`` is not one of its agents, or a cached dataset
+            with that id was made from other data.
+    """
+    from minari.data_collector import EpisodeBuffer
+    from minari.storage import get_dataset_path
+
+    ds = load_dataset(dataset)
+    agents = agent_ids_of(ds.observation_space)
+    agent_ids_of(ds.action_space, "action_space")
+    if agent not in agents:
+        raise DataError(f"agent: expected one of {agents}, got {agent!r}")
+    source = ds.spec.dataset_id
+    if dataset_id is None:
+        match = re.fullmatch(r"(.+)-v(\d+)", source)
+        dataset_id = f"{match.group(1)}-{agent}-v{match.group(2)}" if match else f"{source}-{agent}-v0"
+    stamp = {"source": source, "agent": agent, "source_steps": int(ds.total_steps)}
+    if get_dataset_path(dataset_id).exists():
+        cached = minari.load_dataset(dataset_id)
+        if cached.storage.metadata.get("diffagents_agent_view") == stamp:
+            return cached
+        raise DataError(f"cached dataset {dataset_id!r} field 'diffagents_agent_view': expected {stamp}, got "
+                        f"{cached.storage.metadata.get('diffagents_agent_view')}")
+    buffers = [EpisodeBuffer(id=i, observations=ep.observations[agent], actions=ep.actions[agent],
+                             rewards=np.asarray(ep.rewards), terminations=np.asarray(ep.terminations),
+                             truncations=np.asarray(ep.truncations))
+               for i, ep in enumerate(ds.iterate_episodes())]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = minari.create_dataset_from_buffers(
+            dataset_id, buffers, algorithm_name=f"{ds.storage.metadata.get('algorithm_name', 'unknown')} ({agent} view)",
+            author="diffagents", author_email="diffagents@localhost",
+            code_permalink="diffagents.data.multiagent.agent_dataset",
+            observation_space=ds.observation_space[agent], action_space=ds.action_space[agent],
+            description=f"Agent {agent!r} of {source}: its own observations and actions, the team reward.")
+    out.storage.update_metadata({"diffagents_agent_view": stamp})
+    return minari.load_dataset(dataset_id)

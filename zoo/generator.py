@@ -1,0 +1,55 @@
+"""Generator zoo entries (``algo: SynthER``): the registry backend for SynthER transition generators.
+
+A generator is not an agent: it has no policy to roll out, so its card reports the **dynamics fidelity** of
+``eval_episodes`` sampled transitions instead of returns (Lu et al. 2023, Sec. 4: put the simulator in the
+generated ``s``, apply the generated ``a`` and compare ``(r, s')``; :mod:`diffagents.agents.synther_fidelity`).
+The recipe's hyperparameters are :class:`~diffagents.agents.synther.SynthERConfig` fields; ``steps`` are
+generator gradient steps. ``benchmarks/synther_offline.py --zoo`` adds the downstream result (d3rlpy TD3+BC on the
+upsampled vs the original data) to the card under ``downstream``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from diffagents.zoo.registry import SingleAgent
+
+if TYPE_CHECKING:
+    from diffagents.zoo.registry import ZooEntry
+
+    from diffagents.agents.synther import SynthER
+
+
+class Generator(SingleAgent):
+    """How the registry builds, fits, saves, loads and evaluates SynthER entries (the env is the simulator that
+    judges fidelity: the recipe's ``env`` id or the dataset's eval env, as for single agents)."""
+
+    @staticmethod
+    def agent_class(entry: ZooEntry) -> Any:
+        from diffagents.agents.synther import SynthER
+
+        return SynthER
+
+    @classmethod
+    def build(cls, entry: ZooEntry, dataset: Any, env: Any, device: str) -> SynthER:
+        return cls.agent_class(entry).from_dataset(dataset, seed=entry.seed, device=device, **cls.hyperparameters(entry))
+
+    @staticmethod
+    def learn(agent: SynthER, steps: int, progress_bar: bool) -> None:
+        agent.fit(steps=steps, progress_bar=progress_bar)
+
+    @staticmethod
+    def save(agent: SynthER, path: Path) -> None:
+        agent.save(path)  # config + EMA/denoiser weights + normaliser statistics; no optimizer state
+
+    @classmethod
+    def load(cls, entry: ZooEntry, env: Any, device: str) -> SynthER:
+        return cls.agent_class(entry).load(entry.weights, device=device)
+
+    @staticmethod
+    def evaluate(agent: SynthER, env: Any, n_samples: int, seed: int, reference: Any = None) -> dict[str, Any]:
+        """Dynamics fidelity of ``n_samples`` transitions sampled with ``seed``."""
+        from diffagents.agents.synther_fidelity import generator_fidelity
+
+        return {"samples": n_samples, "seed": seed, **generator_fidelity(agent, env, n_samples, seed)}
