@@ -16,8 +16,10 @@ Writes ``benchmarks/results/madiff.md`` and ``.json`` (``--out`` changes the ste
 
 Usage (1 thread, one job at a time; datasets land in ``MINARI_DATASETS_PATH``)::
 
-    # the recorded CPU run: 3 seeds x 3000 gradient steps for every method, 50 episodes, 2 worker processes
-    OMP_NUM_THREADS=1 python benchmarks/madiff.py --steps 3000 --seeds 0 1 2 --n4-seeds 0 --episodes 50 --jobs 2
+    # the recorded CPU run: 3 seeds x 3000 gradient steps for every method, 50 episodes, 2 worker processes;
+    # EMA updated every step (the preset's every-10 EMA lags ~2000 steps behind, made for 10k+ step budgets)
+    OMP_NUM_THREADS=1 python benchmarks/madiff.py --steps 3000 --ema-every 1 --seeds 0 1 2 --episodes 50 --jobs 2 \\
+        --n4-seeds 0 --n4-methods MADiff-C BC
     # smoke run
     OMP_NUM_THREADS=1 python benchmarks/madiff.py --smoke
 """
@@ -174,7 +176,8 @@ def madiff_hparams(args: argparse.Namespace) -> dict[str, Any]:
     hp = dict(CPU_HYPERPARAMETERS)
     given = {"dim": args.dim, "dim_mults": tuple(args.dim_mults) if args.dim_mults else None,
              "n_diffusion_steps": args.diffusion_steps, "sampler_steps": args.sampler_steps, "horizon": args.horizon,
-             "batch_size": args.batch_size, "prediction_type": args.prediction_type, "learning_rate": args.lr}
+             "batch_size": args.batch_size, "prediction_type": args.prediction_type, "learning_rate": args.lr,
+             "ema_every": args.ema_every, "ema_start": args.ema_start}
     hp.update({k: v for k, v in given.items() if v is not None})
     return hp
 
@@ -244,20 +247,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         datasets["n4-expert"] = ds4
         results["n4_reference"] = {"random": ref4[0], "expert": ref4[1], "stored": dataset_ref(ds4)}
         jobs += [("n4-expert", ds4.spec.dataset_id, 4, method, seed)
-                 for method in args.methods for seed in (args.n4_seeds or args.seeds)]
+                 for method in (args.n4_methods or args.methods) for seed in (args.n4_seeds or args.seeds)]
     if "DQL" in args.methods:  # build the per-agent views once, before workers could race on them
         for ds in datasets.values():
             for agent in agent_ids_of(ds.observation_space):
                 agent_dataset(ds, agent)
+    settings = {"steps": args.steps, "bc_steps": args.bc_steps or args.steps, "episodes": args.episodes,
+                "eval_seed": args.eval_seed, "dataset_size": args.dataset_size,
+                "madiff": json.loads(json.dumps(madiff_hparams(args)))}
+    log = RESULTS / f"{args.out}_runs.jsonl"  # finished runs; a rerun with the same settings skips them
+    done = [r for r in (json.loads(line) for line in log.read_text().splitlines() if line.strip())
+            if r["settings"] == settings] if log.exists() else []
+    results["runs"] = [r for r in done if (r["dataset"], r["method"], r["seed"]) in {(j[0], j[3], j[4]) for j in jobs}]
+    jobs = [j for j in jobs if not any((r["dataset"], r["method"], r["seed"]) == (j[0], j[3], j[4]) for r in done)]
     jobs.sort(key=lambda j: -COST.get(j[3], 0))
+    RESULTS.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [(job, pool.submit(train_eval, job[3], job[1], job[2], args, job[4])) for job in jobs]
         for (label, _, n, method, seed), fut in futures:
             row = {"dataset": label, **fut.result()}
             results["runs"].append(row)
+            with log.open("a") as fh:
+                fh.write(json.dumps({**row, "settings": settings}) + "\n")
             print(f"[{label} N={n}] {method} seed {seed}: {row}", flush=True)
     for label in datasets:
-        for method in args.methods:
+        for method in (args.n4_methods or args.methods) if label == "n4-expert" else args.methods:
             rows = [r for r in results["runs"] if r["dataset"] == label and r["method"] == method]
             if label == "n4-expert":
                 results["n4"][method] = summarise(rows)
@@ -315,7 +329,8 @@ def markdown(res: dict[str, Any], args: argparse.Namespace, command: str, wall_s
                  for m in args.methods]
         lines.append(f"| mpe-spread/{kind} (N=3) | " + " | ".join(cells) + " |")
     if res["n4"]:
-        cells = [f"{res['n4'][m]['mean']:.1f} +- {res['n4'][m]['std']:.1f}" for m in args.methods]
+        cells = [f"{res['n4'][m]['mean']:.1f} +- {res['n4'][m]['std']:.1f}" if m in res["n4"] else "not run"
+                 for m in args.methods]
         lines.append("| N=4 expert (generated here) | " + " | ".join(cells) + " |")
         ref = res["n4_reference"]
         lines += ["", f"N=4 reference scores (team return over {args.ref_episodes} episodes): uniform random "
@@ -347,6 +362,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    choices=["MADiff-C", "MADiff-D", "BC", "DQL"])
     p.add_argument("--jobs", type=int, default=1, help="worker processes (1 torch thread each; 2 on a 2-core VM)")
     p.add_argument("--n4-seeds", type=int, nargs="+", help="seeds of the N=4 run (default: --seeds)")
+    p.add_argument("--n4-methods", nargs="+", help="methods of the N=4 run (default: --methods)")
     hp = p.add_argument_group("MADiff overrides of CPU_HYPERPARAMETERS (default: keep its value)")
     hp.add_argument("--dim", type=int)
     hp.add_argument("--dim-mults", type=int, nargs="+")
@@ -356,6 +372,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     hp.add_argument("--batch-size", type=int)
     hp.add_argument("--prediction-type", choices=["eps", "x0", "v"])
     hp.add_argument("--lr", type=float)
+    hp.add_argument("--ema-every", type=int, help="EMA update period (preset 10: a 2000-step EMA horizon, for 10k+ steps)")
+    hp.add_argument("--ema-start", type=int)
     p.add_argument("--no-n4", dest="n4", action="store_false", help="skip the N=4 run")
     p.add_argument("--ref-episodes", type=int, default=100)
     p.add_argument("--latency-agents", type=int, nargs="+", default=[3, 6])

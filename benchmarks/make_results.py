@@ -26,6 +26,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("tianshou_overhead", "Tianshou trainer overhead"),
     ("gpu_cpu", "Device benchmark on CPU (benchmarks/gpu.py; no GPU was available to this task)"),
     ("synther_fidelity", "SynthER fidelity"),
+    ("synther_offline", "SynthER offline: TD3+BC on upsampled vs original data"),
     ("synther_online", "SynthER online (SAC)"),
     ("madiff", "MADiff on MPE simple_spread"),
     ("soak", "Soak: memory over long runs"),
@@ -33,14 +34,20 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
 
 
 def zoo_table() -> str:
-    cards = sorted((HERE.parent / "zoo" / "cards").glob("*.json"))
-    if not cards:
+    paths = sorted((HERE.parent / "zoo" / "cards").glob("*.json"))
+    if not paths:
         return "No zoo entry has been trained yet.\n"
+    cards = [json.loads(path.read_text()) for path in paths]
+    agents = [c for c in cards if "episodes" in c["evaluation"]]
+    generators = [c for c in cards if "samples" in c["evaluation"]]
+    return agent_table(agents) + (generator_table(generators) if generators else "")
+
+
+def agent_table(cards: list[dict]) -> str:
     lines = ["| zoo id | dataset | gradient steps | seed | return (mean ± std) | normalized | episodes | wall | "
              "d3rlpy BC / TD3+BC / IQL, same data and steps (normalized) | hardware |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
-    for path in cards:
-        c = json.loads(path.read_text())
+    for c in cards:
         ev = c["evaluation"]
         norm = f"{ev['normalized_mean']:.1f} ± {ev['normalized_std']:.1f}" if "normalized_mean" in ev else ""
         lines.append(f"| {c['id']} | {c['dataset']} | {c['gradient_steps']} | {c['seed']} | "
@@ -48,6 +55,27 @@ def zoo_table() -> str:
                      f"{c['wall_time_s']:.0f} s | {_baselines(c)} | {c['hardware']} |")
     return "\n".join(lines) + "\n\nReproduce any row with `diffagents zoo train ID`; re-evaluate with " \
                               "`diffagents zoo eval ID`; baselines with `python benchmarks/zoo_baselines.py ID`.\n"
+
+
+def generator_table(cards: list[dict]) -> str:
+    lines = ["\n### Generators (SynthER)\n", "Judged by dynamics fidelity: the simulator is put in each sampled s and "
+             "stepped with its a (`diffagents.agents.synther_fidelity`); s' error is the per-dimension MSE divided by "
+             "the data variance. Downstream: d3rlpy TD3+BC on the upsampled vs the original dataset "
+             "(`benchmarks/synther_offline.py`).\n",
+             "| zoo id | dataset | gradient steps | seed | reward abs err | s' standardised MSE (mean / median) | "
+             "samples | wall | downstream TD3+BC, original → upsampled (normalized) | hardware |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for c in cards:
+        ev, down = c["evaluation"], c.get("downstream", {})
+        td3 = down.get("td3+bc", {})
+        cell = (" → ".join(f"{td3[k]['normalized_mean']:.1f} ± {td3[k]['normalized_std']:.1f}"
+                           for k in ("original", "synther") if k in td3)
+                + f" ({down['steps']} steps, {len(down['seeds'])} seeds, +{down['synthetic']} synthetic)") \
+            if td3 else "not run"
+        lines.append(f"| {c['id']} | {c['dataset']} | {c['gradient_steps']} | {c['seed']} | "
+                     f"{ev['reward_abs_mean']:.3g} | {ev['next_std_mse_mean']:.3g} / {ev['next_std_mse_median']:.3g} | "
+                     f"{ev['samples']} | {c['wall_time_s']:.0f} s | {cell} | {c['hardware']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _baselines(card: dict) -> str:
