@@ -199,7 +199,8 @@ def train_eval(method: str, dataset_id: str, n: int, args: argparse.Namespace, s
         agent = MADiff(spread(n), dataset, seed=seed, decentralized=method == "MADiff-D", **madiff_hparams(args))
         agent.learn(args.steps, log_interval=0, progress_bar=args.progress)
     train_s = time.perf_counter() - t0
-    out = pz.evaluate(agent, spread(n), n_episodes=args.episodes, seed=args.eval_seed, reference_scores=dataset)
+    out = pz.evaluate(agent, spread(n), n_episodes=args.episodes, seed=args.eval_seed, reference_scores=dataset,
+                      n_envs=args.eval_envs)
     return {"method": method, "seed": seed, "train_s": round(train_s, 1), "return": out["mean"],
             "normalized": float(np.mean(out["normalized"])), "step_latency_ms": 1e3 * out["step_latency_s"]}
 
@@ -356,6 +357,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per run (>= 50 for results)")
     p.add_argument("--eval-seed", type=int, default=1_000)
+    p.add_argument("--eval-envs", type=int, default=10, help="envs evaluated in lockstep with batched predict "
+                   "(same episodes and seeds as sequential evaluation; only faster)")
     p.add_argument("--datasets", nargs="+", default=["expert", "medium", "random"])
     p.add_argument("--dataset-size", type=int, default=100_000)
     p.add_argument("--methods", nargs="+", default=["MADiff-C", "MADiff-D", "BC", "DQL"],

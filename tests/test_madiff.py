@@ -236,6 +236,8 @@ def test_learn_then_evaluate_on_simple_spread(expert_ds: Any) -> None:
     out = evaluate(agent, spread(), n_episodes=2, seed=0, reference_scores=expert_ds)
     assert out["returns"].shape == (2,) and np.all(out["lengths"] == 25)
     assert np.all(np.isfinite(out["returns"])) and out["normalized"].shape == (2,)
+    batched = evaluate(agent, spread(), n_episodes=3, seed=0, reference_scores=expert_ds, n_envs=2)
+    assert np.all(batched["lengths"] == 25) and np.all(np.isfinite(batched["returns"]))
 
 
 def test_discrete_actions_on_simple_spread_discrete(tmp_path: Any) -> None:

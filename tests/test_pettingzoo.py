@@ -109,6 +109,39 @@ def test_evaluate_reports_team_returns_and_normalized_scores() -> None:
         pz.evaluate(agent, spread(), n_episodes=0)
 
 
+class GreedyJointAgent:
+    """Deterministic, batch-capable: each agent moves towards the first landmark of its own observation."""
+
+    def __init__(self) -> None:
+        self.starts: list[np.ndarray] = []
+
+    def predict(self, obs: dict[str, Any], state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[dict[str, Any], Any]:
+        self.starts.append(np.asarray(episode_start).copy())
+        out = {}
+        for a, o in obs.items():
+            rel = np.asarray(o)[..., 4:6]  # first landmark relative to the agent
+            act = np.zeros((*rel.shape[:-1], 5), np.float32)
+            act[..., 1], act[..., 2] = np.clip(-rel[..., 0], 0, 1), np.clip(rel[..., 0], 0, 1)
+            act[..., 3], act[..., 4] = np.clip(-rel[..., 1], 0, 1), np.clip(rel[..., 1], 0, 1)
+            out[a] = act
+        return out, state
+
+
+@pytest.mark.parametrize("n_envs", [2, 4])
+def test_batched_evaluation_matches_sequential(n_envs: int) -> None:
+    one = pz.evaluate(GreedyJointAgent(), spread(), n_episodes=5, seed=3)
+    agent = GreedyJointAgent()
+    many = pz.evaluate(agent, spread(), n_episodes=5, seed=3, n_envs=n_envs)
+    np.testing.assert_allclose(many["returns"], one["returns"], rtol=1e-6)  # episode i seeded 3 + i either way
+    assert np.all(many["lengths"] == 25) and len(agent.starts) == 25 * -(-5 // n_envs)
+    assert agent.starts[0].tolist() == [True] * n_envs and agent.starts[25].sum() == min(n_envs, 5 - n_envs)
+    short = pz.evaluate(GreedyJointAgent(), spread(), n_episodes=3, seed=0, n_envs=2, max_steps=4)
+    assert short["lengths"].tolist() == [4, 4, 4]
+    with pytest.raises(ValueError, match="n_envs"):
+        pz.evaluate(GreedyJointAgent(), spread()(), n_episodes=2, n_envs=2)  # an instance cannot be copied
+
+
 def test_importing_wrappers_stays_light() -> None:
     code = ("import sys; sys.path.insert(0, '.'); import wrappers, diffagents; "
             "assert 'pettingzoo' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)")

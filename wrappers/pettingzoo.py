@@ -142,14 +142,16 @@ def _reference(reference_scores: Any) -> tuple[float, float] | None:
 
 
 def evaluate(agent: Any, env: Any, n_episodes: int = 50, seed: int = 0, *, deterministic: bool = True,
-             reference_scores: Any = None, reward: str = "sum", max_steps: int | None = None) -> dict[str, Any]:
+             reference_scores: Any = None, reward: str = "sum", max_steps: int | None = None,
+             n_envs: int = 1) -> dict[str, Any]:
     """Run ``agent`` for ``n_episodes`` on a Parallel env and report per-episode team returns.
 
     Args:
         agent: anything with ``predict(obs_dict, state=..., episode_start=..., deterministic=...)`` returning
-            ``(action_dict, state)``.
-        env: a Parallel env (Box observations; Box or Discrete actions) or a factory; episode ``i`` resets
-            with ``seed + i``.
+            ``(action_dict, state)``; with ``n_envs > 1`` it must take batched observations (``(n_envs, D)`` per
+            agent, one ``episode_start`` flag per env), as :class:`~diffagents.MADiff` does.
+        env: a Parallel env (Box observations; Box or Discrete actions) or a factory (required for
+            ``n_envs > 1``); episode ``i`` resets with ``seed + i`` whatever ``n_envs`` is.
         n_episodes: episodes to run.
         seed: seed of the first episode.
         deterministic: passed to ``predict``.
@@ -157,29 +159,53 @@ def evaluate(agent: Any, env: Any, n_episodes: int = 50, seed: int = 0, *, deter
             (``100 (R - min) / (max - min)``).
         reward: team reward, ``"sum"`` or ``"mean"`` over agents (match the dataset).
         max_steps: optional cap on the steps of one episode.
+        n_envs: env copies stepped in lockstep with one batched ``predict`` per joint step (like an SB3 VecEnv:
+            a finished env resets to the next pending episode with ``episode_start`` set; an env with no episode
+            left repeats its last observation and is not stepped).
 
     Returns:
         dict with ``returns`` (per-episode team returns, ``(n_episodes,)``), ``lengths``, ``mean``, ``std``,
-        ``step_latency_s`` (mean seconds per ``predict`` call) and, with reference scores, ``normalized``.
+        ``step_latency_s`` (mean seconds per joint step and env, i.e. per ``predict`` call / ``n_envs``) and, with
+        reference scores, ``normalized``.
     """
     from diffagents.evaluation import normalized_scores
 
     if n_episodes < 1:
         raise ValueError(f"n_episodes: expected >= 1, got {n_episodes}")
-    env = make_parallel_env(env)
+    if n_envs < 1 or (n_envs > 1 and hasattr(env, "possible_agents")):
+        raise ValueError(f"n_envs: expected 1, or > 1 with an env factory, got {n_envs} with {type(env).__name__}")
+    n_envs = min(n_envs, n_episodes)
+    envs = [make_parallel_env(env) for _ in range(n_envs)]
     returns, lengths, latency = np.zeros(n_episodes), np.zeros(n_episodes, dtype=np.int64), []
-    for ep in range(n_episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        state, start = None, True
-        while env.agents and (max_steps is None or lengths[ep] < max_steps):
-            t0 = time.perf_counter()
-            actions, state = agent.predict(obs, state=state, episode_start=np.array([start]),
-                                           deterministic=deterministic)
-            latency.append(time.perf_counter() - t0)
-            obs, rewards, _, _, _ = env.step({a: actions[a] for a in env.agents})
-            returns[ep] += team_reward(rewards, reward)
-            lengths[ep] += 1
-            start = False
+    episode = list(range(n_envs))  # the episode each env runs; >= n_episodes once it has none left
+    obs = [e.reset(seed=seed + i)[0] for i, e in enumerate(envs)]
+    agents = list(envs[0].possible_agents)
+    state, start = None, np.ones(n_envs, dtype=bool)
+
+    def running(j: int) -> bool:
+        return episode[j] < n_episodes and bool(envs[j].agents) and (max_steps is None or
+                                                                       lengths[episode[j]] < max_steps)
+
+    while any(running(j) for j in range(n_envs)):
+        batch = obs[0] if n_envs == 1 else {a: np.stack([np.asarray(o[a]) for o in obs]) for a in agents}
+        t0 = time.perf_counter()
+        actions, state = agent.predict(batch, state=state, episode_start=start, deterministic=deterministic)
+        latency.append((time.perf_counter() - t0) / n_envs)
+        start = np.zeros(n_envs, dtype=bool)
+        for j, e in enumerate(envs):
+            if not running(j):
+                continue
+            act = actions if n_envs == 1 else {a: np.asarray(actions[a])[j] for a in agents}
+            nxt, rewards, _, _, _ = e.step({a: act[a] for a in e.agents})
+            if all(a in nxt for a in agents):  # keep the last full observation for a batch slot
+                obs[j] = nxt
+            returns[episode[j]] += team_reward(rewards, reward)
+            lengths[episode[j]] += 1
+            if not running(j):  # finished: reset to the next pending episode
+                episode[j] += n_envs
+                if episode[j] < n_episodes:
+                    obs[j], _ = e.reset(seed=seed + episode[j])
+                    start[j] = True
     out: dict[str, Any] = {"returns": returns, "lengths": lengths, "mean": float(returns.mean()),
                            "std": float(returns.std()), "step_latency_s": float(np.mean(latency)) if latency else 0.0}
     ref = _reference(reference_scores)

@@ -9,6 +9,9 @@ weights is listed as untrained (``list_agents(trained_only=False)``) until ``dif
 
 Multi-agent entries (``algo: MADiff``, see :mod:`diffagents.zoo.multi_agent`) run on PettingZoo Parallel envs:
 ``make_env`` returns the env factory, ``load`` a MADiff bound to it, ``evaluate`` reports team returns.
+Generator entries (``algo: SynthER``, see :mod:`diffagents.zoo.generator`) are transition generators: ``load``
+returns a fitted :class:`~diffagents.SynthER` (``.sample(n)``, ``.upsample(dataset, n)``) and ``evaluate`` /
+the card report the dynamics fidelity of sampled transitions against the simulator instead of returns.
 
     >>> from diffagents import zoo
     >>> zoo.list_agents()
