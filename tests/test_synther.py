@@ -180,3 +180,38 @@ def test_edm_heun_sampler_is_exact_for_gaussian_data(s_churn: float) -> None:
     gen = torch.Generator().manual_seed(0)
     x = sample_loop(lambda x, s, cond: x * sd**2 / (s[:, None] ** 2 + sd**2), sampler, (20_000, 2), generator=gen)
     assert float(x.std()) == pytest.approx(sd, rel=0.02) and abs(float(x.mean())) < 0.01
+
+
+def test_dynamics_fidelity_is_zero_on_real_transitions_and_grows_with_noise() -> None:
+    """The simulator check behind the fidelity tables and generator zoo cards can tell real from perturbed data."""
+    import gymnasium as gym
+
+    from diffagents.agents.synther_fidelity import fidelity_errors, simulator_step
+
+    env = gym.make("HalfCheetah-v5")
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    batch: dict[str, list[Any]] = {"observations": [], "actions": [], "rewards": [], "next_observations": [],
+                                   "terminations": []}
+    for _ in range(40):
+        act = rng.uniform(-1, 1, 6)
+        nxt, r, term, _, _ = env.step(act)
+        for key, value in zip(batch, (obs, act, r, nxt, term)):
+            batch[key].append(value)
+        obs = nxt
+    real = {k: np.asarray(v) for k, v in batch.items()}
+    var = real["next_observations"].var(axis=0)
+    truth = simulator_step("HalfCheetah-v5", real["observations"], real["actions"])
+    exact = fidelity_errors(real, truth, var)
+    assert exact["reward_abs_mean"] < 1e-6 and exact["next_std_mse_mean"] < 1e-8
+    assert exact["terminal_agreement"] == 1.0
+    noisy = dict(real, next_observations=real["next_observations"] + 0.1 * np.sqrt(var) * rng.standard_normal(
+        real["next_observations"].shape))
+    err = fidelity_errors(noisy, truth, var)["next_std_mse_mean"]
+    assert 0.005 < err < 0.02  # ~0.1^2 of the data variance
+    with pytest.raises(ValueError, match=r"observations: expected shape \(n, 17\)"):
+        simulator_step("HalfCheetah-v5", real["observations"][:, :5], real["actions"])
+    with pytest.raises(ValueError, match=r"actions: expected shape \(40, 6\)"):
+        simulator_step("HalfCheetah-v5", real["observations"], real["actions"][:, :2])
+    with pytest.raises(ValueError, match="MuJoCo locomotion"):
+        simulator_step("Pendulum-v1", real["observations"], real["actions"])
