@@ -27,6 +27,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("gpu_cpu", "Device benchmark on CPU (benchmarks/gpu.py; no GPU was available to this task)"),
     ("synther_fidelity", "SynthER fidelity"),
     ("synther_offline", "SynthER offline: TD3+BC on upsampled vs original data"),
+    ("synther_world_model_hopper", "SynthER as a world model: one-step error of as_env, SAC trained inside it"),
     ("synther_online_idp", "SynthER online: SAC + SynthERReplayBuffer vs SAC on InvertedDoublePendulum-v5"),
     ("synther_online_hopper", "SynthER online: SAC + SynthERReplayBuffer vs SAC on Hopper-v5"),
     ("synther_online", "SynthER online (SAC), smoke run"),
