@@ -42,7 +42,15 @@ def run_ours(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int,
     return {"train_s": train_s, "returns": res.returns.tolist()}
 
 
-def run_d3rlpy(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int) -> dict[str, Any]:
+def d3rlpy_dataset(ds: Any) -> Any:
+    """A d3rlpy ``MDPDataset`` holding every transition of ``ds``.
+
+    d3rlpy builds ``s'`` from the next row of an episode and gives a truncated episode ``len - 1`` transitions
+    (``Episode.transition_count``), so the last step of every truncated episode would be lost: negligible for
+    long episodes, but all of a SynthER-upsampled dataset's one-step synthetic episodes. After each truncated
+    episode end we therefore append a bootstrap row holding its final observation (zero action and reward, the
+    timeout flag), which d3rlpy never uses as a transition of its own.
+    """
     import d3rlpy
 
     from diffagents.data import to_transitions
@@ -50,9 +58,20 @@ def run_d3rlpy(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: in
     tr = to_transitions(ds)
     ends = np.zeros(len(tr.rewards), dtype=bool)
     ends[np.r_[np.flatnonzero(np.diff(tr.episode_ids)), len(ends) - 1]] = True
-    dataset = d3rlpy.dataset.MDPDataset(observations=tr.observations, actions=tr.actions, rewards=tr.rewards,
-                                        terminals=tr.terminations.astype(np.float32),
-                                        timeouts=(ends & ~tr.terminations).astype(np.float32))
+    cut = np.flatnonzero(ends & ~tr.terminations) + 1  # insert a bootstrap row after each truncated end
+    timeouts = np.zeros(len(tr.rewards) + len(cut), dtype=np.float32)
+    timeouts[cut + np.arange(len(cut))] = 1.0
+    return d3rlpy.dataset.MDPDataset(
+        observations=np.insert(tr.observations, cut, tr.next_observations[cut - 1], axis=0),
+        actions=np.insert(tr.actions, cut, np.zeros_like(tr.actions[:1]), axis=0),
+        rewards=np.insert(tr.rewards, cut, 0.0), terminals=np.insert(tr.terminations, cut, False).astype(np.float32),
+        timeouts=timeouts)
+
+
+def run_d3rlpy(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int) -> dict[str, Any]:
+    import d3rlpy
+
+    dataset = d3rlpy_dataset(ds)
     low, high = env.action_space.low, env.action_space.high
     common = dict(action_scaler=d3rlpy.preprocessing.MinMaxActionScaler(minimum=low, maximum=high),
                   observation_scaler=d3rlpy.preprocessing.StandardObservationScaler())
