@@ -214,6 +214,9 @@ def load(zoo_id: str, env: Any = None, device: str = "auto") -> Any:
 
 
 def _reference(entry: ZooEntry) -> tuple[float, float] | None:
+    """The dataset's normalization scores (None for generators, which are not scored by returns)."""
+    if entry.generator:
+        return None
     from diffagents.data import make_dataset, reference_scores
 
     return reference_scores(make_dataset(entry.dataset, size=entry.dataset_size))
@@ -224,8 +227,7 @@ def evaluate(zoo_id: str, n_episodes: int = 20, seed: int = 0, device: str = "au
     entries); for generators, the dynamics fidelity of ``n_episodes`` sampled transitions."""
     entry = _entry(zoo_id)
     agent = load(zoo_id, device=device)
-    reference = None if entry.generator else _reference(entry)
-    return dict(_backend(entry).evaluate(agent, _env(entry), n_episodes, seed, reference))
+    return dict(_backend(entry).evaluate(agent, _env(entry), n_episodes, seed, _reference(entry)))
 
 
 def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_dir: Path | None = None
@@ -245,8 +247,7 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     wall = time.perf_counter() - t0
     weights = (out_dir / f"{zoo_id}.zip") if out_dir else entry.weights
     backend.save(agent, weights)
-    reference = None if entry.generator else _reference(entry)
-    evaluation = backend.evaluate(agent, env, entry.eval_episodes, 10_000 + entry.seed, reference)
+    evaluation = backend.evaluate(agent, env, entry.eval_episodes, 10_000 + entry.seed, _reference(entry))
     info = {
         "id": zoo_id, "algo": type(agent).__name__, "dataset": ds.spec.dataset_id, "dataset_size": ds.total_steps,
         "env": backend.env_label(entry, ds), "gradient_steps": entry.steps, "seed": entry.seed,
