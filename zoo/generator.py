@@ -4,7 +4,7 @@ A generator is not an agent: it has no policy to roll out, so its card reports t
 ``eval_episodes`` sampled transitions instead of returns (Lu et al. 2023, Sec. 4: put the simulator in the
 generated ``s``, apply the generated ``a`` and compare ``(r, s')``; :mod:`diffagents.agents.synther_fidelity`).
 The recipe's hyperparameters are :class:`~diffagents.agents.synther.SynthERConfig` fields; ``steps`` are
-generator gradient steps. ``benchmarks/synther_offline.py --zoo`` adds the downstream result (d3rlpy TD3+BC on the
+generator gradient steps. ``benchmarks/synther_offline.py`` adds the downstream result (d3rlpy TD3+BC on the
 upsampled vs the original data) to the card under ``downstream``.
 """
 
@@ -45,6 +45,7 @@ class Generator(SingleAgent):
 
     @classmethod
     def load(cls, entry: ZooEntry, env: Any, device: str) -> SynthER:
+        """The fitted generator (it needs no env)."""
         return cls.agent_class(entry).load(entry.weights, device=device)
 
     @staticmethod

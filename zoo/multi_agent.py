@@ -64,5 +64,4 @@ class MultiAgent(SingleAgent):
         from diffagents.zoo.registry import return_scores
 
         res = evaluate(agent, env, n_episodes=n_episodes, seed=seed, reference_scores=reference)
-        return {"episodes": n_episodes, "seed": seed, "deterministic": True,
-                **return_scores(res["returns"], res.get("normalized"))}
+        return return_scores(res["returns"], res.get("normalized"), seed)

@@ -132,7 +132,8 @@ class SingleAgent:
 
     @classmethod
     def load(cls, entry: ZooEntry, env: Any, device: str) -> Any:
-        return cls.agent_class(entry).load(entry.weights, env=env, device=device)
+        """The trained agent, bound to ``env`` (default: :meth:`env`)."""
+        return cls.agent_class(entry).load(entry.weights, env=cls.env(entry) if env is None else env, device=device)
 
     @staticmethod
     def env(entry: ZooEntry, dataset: Any = None) -> Any:
@@ -157,15 +158,16 @@ class SingleAgent:
         from diffagents.evaluation import evaluate_agent
 
         res = evaluate_agent(agent, env, n_episodes=n_episodes, seed=seed, ref_scores=reference)
-        return {"episodes": n_episodes, "seed": seed, "deterministic": True,
-                **return_scores(res.returns, res.normalized)}
+        return return_scores(res.returns, res.normalized, seed)
 
 
-def return_scores(returns: Any, normalized: Any) -> dict[str, Any]:
-    """``return_mean/std`` (and ``normalized_mean/std`` when there are reference scores) of episode returns."""
+def return_scores(returns: Any, normalized: Any, seed: int) -> dict[str, Any]:
+    """The evaluation block of a card: ``episodes``, ``seed``, ``deterministic``, ``return_mean/std`` (and
+    ``normalized_mean/std`` when there are reference scores) of deterministic episode returns."""
     import numpy as np
 
-    out: dict[str, Any] = {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns))}
+    out: dict[str, Any] = {"episodes": len(returns), "seed": seed, "deterministic": True,
+                           "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns))}
     if normalized is not None:
         out.update(normalized_mean=float(np.mean(normalized)), normalized_std=float(np.std(normalized)))
     return out
@@ -209,8 +211,7 @@ def load(zoo_id: str, env: Any = None, device: str = "auto") -> Any:
     :func:`diffagents.wrappers.pettingzoo.evaluate`; a SynthER generator needs no env).
     """
     entry = _require_weights(zoo_id)
-    backend = _backend(entry)
-    return backend.load(entry, env if env is not None or entry.generator else _env(entry), device)
+    return _backend(entry).load(entry, env, device)
 
 
 def _reference(entry: ZooEntry) -> tuple[float, float] | None:
@@ -227,7 +228,8 @@ def evaluate(zoo_id: str, n_episodes: int = 20, seed: int = 0, device: str = "au
     entries); for generators, the dynamics fidelity of ``n_episodes`` sampled transitions."""
     entry = _entry(zoo_id)
     agent = load(zoo_id, device=device)
-    return dict(_backend(entry).evaluate(agent, _env(entry), n_episodes, seed, _reference(entry)))
+    result: dict[str, Any] = _backend(entry).evaluate(agent, _env(entry), n_episodes, seed, _reference(entry))
+    return result
 
 
 def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_dir: Path | None = None
