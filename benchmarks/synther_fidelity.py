@@ -47,6 +47,21 @@ def noisy(real: dict[str, np.ndarray], sigma: float, std: dict[str, np.ndarray],
     return out
 
 
+def fidelity_rows(tr: Any, synthetic: dict[str, np.ndarray], env_id: str, action_space: Any, n: int,
+                  noise: list[float], seed: int) -> dict[str, dict[str, float]]:
+    """Errors against the simulator of ``n`` real transitions of ``tr`` (``real``), of the same with Gaussian noise
+    of each ``noise`` x data std (``noise sigma``) and of the ``synthetic`` batch (``synther``)."""
+    keys = ("observations", "actions", "rewards", "next_observations", "terminations")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(tr), size=min(n, len(tr)), replace=False)
+    real = {k: np.asarray(getattr(tr, k))[pick] for k in keys}
+    std = {k: np.asarray(getattr(tr, k), np.float64).std(axis=0) for k in keys[:4]}
+    var = np.maximum(std["next_observations"] ** 2, 1e-12)
+    batches = {"real": real, **{f"noise {s:g}": noisy(real, s, std, action_space, rng) for s in noise},
+               "synther": synthetic}
+    return {name: errors(b, true_step(env_id, b["observations"], b["actions"]), var) for name, b in batches.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", choices=sorted(ENVS), default="halfcheetah")
@@ -86,18 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     syn = gen.sample(args.n, seed=args.seed + 1)
     sample_s = time.perf_counter() - t1
 
-    rng = np.random.default_rng(args.seed)
-    pick = rng.choice(len(tr), size=min(args.n, len(tr)), replace=False)
-    real = {k: np.asarray(getattr(tr, k))[pick] for k in ("observations", "actions", "rewards", "next_observations",
-                                                           "terminations")}
-    std = {k: np.asarray(getattr(tr, k), np.float64).std(axis=0) for k in
-           ("observations", "actions", "rewards", "next_observations")}
-    var = np.maximum(std["next_observations"] ** 2, 1e-12)
-    methods = {"real": real, **{f"noise {s:g}": noisy(real, s, std, ds.action_space, rng) for s in args.noise},
-               "synther": syn}
-    rows = {}
-    for name, batch in methods.items():
-        rows[name] = errors(batch, true_step(env_id, batch["observations"], batch["actions"]), var)
+    rows = fidelity_rows(tr, syn, env_id, ds.action_space, args.n, args.noise, args.seed)
     payload = {"env": env_id, "dataset": label, "dataset_steps": int(ds.total_steps), "args": vars(args),
                "generator": gen.config.to_dict(), "fit_seconds": fit_s, "sample_seconds": sample_s,
                "data_seconds": data_s, "fit_log": gen.fit_log, "hardware": hardware(), "results": rows}

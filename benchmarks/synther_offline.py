@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from benchmarks.common import hardware, write  # noqa: E402
 from benchmarks.offline_benchmark import run_d3rlpy  # noqa: E402
-from benchmarks.synther_fidelity import ENVS, errors, noisy, true_step  # noqa: E402
+from benchmarks.synther_fidelity import ENVS, fidelity_rows  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -51,21 +51,6 @@ def zoo_generator(env: str, dataset: str) -> tuple[str, Any, dict[str, Any]]:
     if not zoo.entries()[zoo_id].trained:
         zoo.train(zoo_id, device="cpu")
     return zoo_id, zoo.load(zoo_id, device="cpu"), zoo.card(zoo_id)
-
-
-def fidelity(gen: Any, ds: Any, env_id: str, n: int, seed: int) -> dict[str, dict[str, float]]:
-    from diffagents.data import to_transitions
-
-    tr = to_transitions(ds)
-    keys = ("observations", "actions", "rewards", "next_observations", "terminations")
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(tr), size=min(n, len(tr)), replace=False)
-    real = {k: np.asarray(getattr(tr, k))[pick] for k in keys}
-    std = {k: np.asarray(getattr(tr, k), np.float64).std(axis=0) for k in keys[:4]}
-    var = np.maximum(std["next_observations"] ** 2, 1e-12)
-    batches = {"real": real, "noise 0.1": noisy(real, 0.1, std, ds.action_space, rng),
-               "synther": gen.sample(n, seed=seed + 1)}
-    return {name: errors(b, true_step(env_id, b["observations"], b["actions"]), var) for name, b in batches.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     from minari.storage import get_dataset_path
 
     from diffagents.agents.synther_upsample import config_summary
-    from diffagents.data import make_dataset, reference_scores
+    from diffagents.data import make_dataset, reference_scores, to_transitions
 
     jsonl = RESULTS / f"{args.out}.jsonl"
     runs = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()] if jsonl.exists() else []
@@ -98,7 +83,6 @@ def main(argv: list[str] | None = None) -> None:
         zoo_id, gen, card = zoo_generator(env, args.dataset)
         fit_s = float(card["wall_time_s"])
         up_id = f"{ds.spec.dataset_id.rsplit('-v', 1)[0]}-synther{args.n}-s{args.seed}-v0"
-        t0 = time.perf_counter()
         up = None
         if get_dataset_path(up_id).exists():  # reuse only a copy written by this very generator
             up = minari.load_dataset(up_id)
@@ -107,12 +91,13 @@ def main(argv: list[str] | None = None) -> None:
                 up = None
         if up is None:
             up = gen.upsample(ds, args.n, new_id=up_id, seed=args.seed)
-        upsample_s = time.perf_counter() - t0
+        upsample_s = up.storage.metadata["diffagents_synther"].get("seconds")  # None: written before it was recorded
         gens[env] = {"zoo_id": zoo_id, "generator": card["hyperparameters"], "fit_steps": card["gradient_steps"],
                      "dataset": ds.spec.dataset_id, "upsampled": up_id, "real_steps": int(ds.total_steps),
                      "synthetic": args.n, "fit_s": fit_s, "upsample_s": upsample_s,
-                     "fidelity": fidelity(gen, ds, env_id, args.fidelity_n, args.seed)}
-        print(f"[{env}] generator fit {fit_s:.0f} s, upsample {upsample_s:.0f} s: {gens[env]['fidelity']}", flush=True)
+                     "fidelity": fidelity_rows(to_transitions(ds), gen.sample(args.fidelity_n, seed=args.seed + 1),
+                                              env_id, ds.action_space, args.fidelity_n, [0.1], args.seed)}
+        print(f"[{env}] generator fit {fit_s:.0f} s, upsample {upsample_s} s: {gens[env]['fidelity']}", flush=True)
         for data, label in ((ds, "original"), (up, "synther")):
             for algo in args.algos:
                 for seed in args.seeds:
@@ -189,7 +174,7 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], gens: dict[str,
     for g in gens.values():
         for name, e in g["fidelity"].items():
             lines.append(f"| {g['dataset']} | {g['real_steps']} + {g['synthetic']} | {g['fit_s']:.0f} | "
-                         f"{g['upsample_s']:.0f} | {name} | {e['reward_abs_mean']:.3g} / {e['reward_abs_median']:.3g}"
+                         f"{'not recorded' if g['upsample_s'] is None else round(g['upsample_s'])} | {name} | {e['reward_abs_mean']:.3g} / {e['reward_abs_median']:.3g}"
                          f" | {e['next_std_mse_mean']:.3g} / {e['next_std_mse_median']:.3g} | "
                          f"{e['terminal_agreement']:.3f} |")
     write(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "generators": gens, "runs": runs,

@@ -146,6 +146,7 @@ def test_upsample_writes_loadable_minari_dataset(tmp_path: Path, monkeypatch: py
     np.testing.assert_allclose(tr.observations[: ds.total_steps], to_transitions(ds).observations)
     meta = again.storage.metadata
     assert meta["diffagents_synther"]["synthetic_steps"] == 40 and "SynthER" in meta["description"]
+    assert meta["diffagents_synther"]["seconds"] >= 0  # sampling + writing time, reported by synther_offline.py
 
 
 def test_as_env_passes_check_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ plus generated transitions, each stored as a one-step episode.
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +44,7 @@ def write_upsampled(gen: SynthER, ds: Any, n: int, new_id: str | None, *, seed: 
                         ("action_space", ds.action_space, gen.action_space)):
         if not spaces_equal(a, b):
             raise ValueError(f"{label}: the generator was built for {b} but the dataset has {a}")
+    t0 = time.perf_counter()
     syn = gen.sample(n, seed=seed, batch_size=batch_size)
     buffers: list[Any] = []
     for ep in ds.iterate_episodes():
@@ -75,5 +77,6 @@ def write_upsampled(gen: SynthER, ds: Any, n: int, new_id: str | None, *, seed: 
                          f"truncated unless terminal). Generator: {summary}"))
     out.storage.update_metadata({"diffagents_synther": {
         "source": ds.spec.dataset_id, "real_steps": int(ds.total_steps), "real_episodes": n_real_eps,
-        "synthetic_steps": n, "generator": json.loads(summary)}})
+        "synthetic_steps": n, "generator": json.loads(summary),
+        "seconds": round(time.perf_counter() - t0, 1)}})  # sampling + writing
     return minari.load_dataset(new_id)
