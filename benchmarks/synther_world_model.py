@@ -31,16 +31,16 @@ from benchmarks.common import hardware, write  # noqa: E402
 from diffagents.agents.synther_fidelity import fidelity_errors  # noqa: E402
 
 
-def episodes(policy: Any, env: Any, n: int, seed: int) -> np.ndarray:
-    returns = np.zeros(n)
-    for i in range(n):
-        obs, _ = env.reset(seed=seed + i)
-        done = False
-        while not done:
-            obs, r, term, trunc, _ = env.step(policy(obs))
-            returns[i] += float(r)
-            done = term or trunc
-    return returns
+class UniformRandom:
+    """The uniform-random reference policy with the ``predict`` signature ``evaluate_agent`` calls."""
+
+    def __init__(self, space: Any, seed: int) -> None:
+        self.space = space
+        self.space.seed(seed)
+
+    def predict(self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
+                ) -> tuple[np.ndarray, Any]:
+        return np.stack([self.space.sample() for _ in range(len(obs))]), state
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from diffagents import zoo
     from diffagents.data import make_dataset, reference_scores, to_transitions
+    from diffagents.evaluation import evaluate_agent
 
     zoo_id = f"synther-{args.env}-{args.dataset}"
     gen = zoo.load(zoo_id, device="cpu")
@@ -86,12 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     model.learn(args.sac_steps)
     sac_s = time.perf_counter() - t0
-    policy = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
-    norm = (lambda r: 100 * (r - ref[0]) / (ref[1] - ref[0])) if ref else (lambda r: r * np.nan)
-    imagined = episodes(policy, img, args.episodes, 10_000)
-    in_real = episodes(policy, real_env, args.episodes, 10_000)
-    real_env.action_space.seed(args.seed)
-    random = episodes(lambda obs: real_env.action_space.sample(), real_env, args.episodes, 10_000)
+    imagined = evaluate_agent(model, img, args.episodes, seed=10_000).returns
+    sac_real = evaluate_agent(model, real_env, args.episodes, seed=10_000, ref_scores=ref)
+    rand = evaluate_agent(UniformRandom(real_env.action_space, args.seed), real_env, args.episodes, seed=10_000,
+                          ref_scores=ref)
+    in_real, random = sac_real.returns, rand.returns
+    norm_real, norm_random = (np.mean(r.normalized) if r.normalized is not None else np.nan for r in (sac_real, rand))
 
     cols = ["reward_abs_mean", "reward_abs_median", "next_std_mse_mean", "next_std_mse_median", "terminal_agreement"]
     command = "OMP_NUM_THREADS=1 python benchmarks/synther_world_model.py " + " ".join(
@@ -107,9 +108,9 @@ def main(argv: list[str] | None = None) -> None:
               "| policy | env | return (mean ± std) | normalized |", "|---|---|---:|---:|",
               f"| SAC (imagined) | SynthEREnv | {imagined.mean():.1f} ± {imagined.std():.1f} | |",
               f"| SAC (imagined) | {real_env.spec.id if real_env.spec else 'real'} | {in_real.mean():.1f} ± "
-              f"{in_real.std():.1f} | {np.mean(norm(in_real)):.1f} |",
+              f"{in_real.std():.1f} | {norm_real:.1f} |",
               f"| uniform random | {real_env.spec.id if real_env.spec else 'real'} | {random.mean():.1f} ± "
-              f"{random.std():.1f} | {np.mean(norm(random)):.1f} |", "",
+              f"{random.std():.1f} | {norm_random:.1f} |", "",
               f"{args.episodes} deterministic episodes each (seeds 10000..); imagined episodes truncated at "
               f"{args.max_episode_steps} steps or ended by the generated terminal flag."]
     payload = {"args": vars(args), "zoo_id": zoo_id, "one_step": rows, "one_step_s": one_step_s, "sac_s": sac_s,
