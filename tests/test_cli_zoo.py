@@ -278,3 +278,42 @@ def test_zoo_fits_loads_and_evaluates_a_synther_generator(tmp_path: Path, monkey
         record_episode(zoo_id, tmp_path / "x.gif")
     assert main(["zoo", "enjoy", zoo_id]) == 2
     assert "transition generator" in capsys.readouterr().err
+
+
+def test_zoo_distills_a_one_step_student_of_a_zoo_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DistilledPolicy recipe loads its teacher from the zoo, distills it, and loads and evaluates without it."""
+    import yaml
+    from diffagents.zoo import registry
+
+    from diffagents.agents.distill import DistilledPolicy
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    for name in ("recipes", "weights", "cards"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setattr(registry, name.upper(), tmp_path / name)
+    data = {"dataset": "diffagents/pendulum/expert-v0", "dataset_size": 400, "env": "Pendulum-v1", "seed": 0,
+            "eval_episodes": 2}
+    teacher = {"algo": "DiffusionQL", "steps": 20, **data,
+               "hyperparameters": {"hidden": [32, 32], "critic_hidden": [32, 32], "n_candidates": 4, "batch_size": 32}}
+    student = {"algo": "DistilledPolicy", "teacher": "diffusionql-pendulum-tiny", "steps": 10, **data,
+               "hyperparameters": {"n_levels": 3}}
+    (tmp_path / "recipes" / "diffusionql-pendulum-tiny.yaml").write_text(yaml.safe_dump(teacher))
+    (tmp_path / "recipes" / "distilledpolicy-pendulum-tiny.yaml").write_text(yaml.safe_dump(student))
+    zoo.train("diffusionql-pendulum-tiny", device="cpu")
+    info = zoo.train("distilledpolicy-pendulum-tiny", device="cpu")
+    card = zoo.card("distilledpolicy-pendulum-tiny")
+    assert card == json.loads(json.dumps(info)) and card["gradient_steps"] == 10
+    assert card["teacher"] == {"id": "diffusionql-pendulum-tiny",
+                               "evaluation": zoo.card("diffusionql-pendulum-tiny")["evaluation"]}
+    agent = zoo.load("distilledpolicy-pendulum-tiny", device="cpu")
+    assert isinstance(agent, DistilledPolicy) and agent.teacher_actor is None and agent.num_timesteps == 10
+    assert zoo.evaluate("distilledpolicy-pendulum-tiny", n_episodes=2, seed=10_000) == card["evaluation"]
+    # a teacher on other data, or a student recipe without a teacher, is refused by name
+    (tmp_path / "recipes" / "distilledpolicy-pendulum-tiny.yaml").write_text(
+        yaml.safe_dump({**student, "dataset": "diffagents/pendulum/medium-v0"}))
+    with pytest.raises(ValueError, match="teacher 'diffusionql-pendulum-tiny' was trained on"):
+        zoo.train("distilledpolicy-pendulum-tiny", device="cpu")
+    (tmp_path / "recipes" / "distilledpolicy-pendulum-tiny.yaml").write_text(
+        yaml.safe_dump({k: v for k, v in student.items() if k != "teacher"}))
+    with pytest.raises(ValueError, match="field 'teacher'"):
+        zoo.entries()

@@ -12,6 +12,8 @@ Multi-agent entries (``algo: MADiff``, see :mod:`diffagents.zoo.multi_agent`) ru
 Generator entries (``algo: SynthER``, see :mod:`diffagents.zoo.generator`) are transition generators: ``load``
 returns a fitted :class:`~diffagents.SynthER` (``.sample(n)``, ``.upsample(dataset, n)``) and ``evaluate`` /
 the card report the dynamics fidelity of sampled transitions against the simulator instead of returns.
+Distilled entries (``algo: DistilledPolicy``, ``teacher: <zoo id>``, see :mod:`diffagents.zoo.distilled`) are
+one-step students of a trained zoo teacher; their card names the teacher and repeats its evaluation.
 
     >>> from diffagents import zoo
     >>> zoo.list_agents()

@@ -14,6 +14,7 @@ ROOT = Path(__file__).parent
 RECIPES, WEIGHTS, CARDS = ROOT / "recipes", ROOT / "weights", ROOT / "cards"
 MULTI_AGENT_ALGOS = frozenset({"madiff"})  # PettingZoo agents (diffagents.zoo.multi_agent); lower case
 GENERATOR_ALGOS = frozenset({"synther"})  # transition generators (diffagents.zoo.generator); lower case
+DISTILLED_ALGOS = frozenset({"distilledpolicy"})  # students of a zoo teacher (diffagents.zoo.distilled); lower case
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ZooEntry:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     eval_episodes: int = 20
     dataset_size: int | None = None
+    teacher: str | None = None
 
     @property
     def weights(self) -> Path:
@@ -52,6 +54,11 @@ class ZooEntry:
         """A data generator (SynthER) rather than an agent: evaluated by dynamics fidelity, not returns."""
         return self.algo.lower() in GENERATOR_ALGOS
 
+    @property
+    def distilled(self) -> bool:
+        """A one-step student distilled from the zoo entry ``teacher``."""
+        return self.algo.lower() in DISTILLED_ALGOS
+
 
 def _read_recipe(path: Path) -> ZooEntry:
     data = yaml.safe_load(path.read_text())
@@ -61,10 +68,15 @@ def _read_recipe(path: Path) -> ZooEntry:
     missing = [k for k in required if k not in data]
     if missing:
         raise ValueError(f"zoo recipe {path.name}: missing fields {missing}")
+    distilled = str(data["algo"]).lower() in DISTILLED_ALGOS
+    if distilled != ("teacher" in data):
+        raise ValueError(f"zoo recipe {path.name}: field 'teacher' is expected exactly for algo DistilledPolicy, "
+                         f"got algo {data['algo']!r} with teacher {data.get('teacher')!r}")
     return ZooEntry(id=path.stem, algo=str(data["algo"]), dataset=str(data["dataset"]), env=data.get("env"),
                     steps=int(data["steps"]), seed=int(data["seed"]),
                     hyperparameters=dict(data.get("hyperparameters") or {}),
-                    eval_episodes=int(data.get("eval_episodes", 20)), dataset_size=data.get("dataset_size"))
+                    eval_episodes=int(data.get("eval_episodes", 20)), dataset_size=data.get("dataset_size"),
+                    teacher=str(data["teacher"]) if distilled else None)
 
 
 def entries() -> dict[str, ZooEntry]:
@@ -149,6 +161,11 @@ class SingleAgent:
         return dataset.recover_environment(eval_env=True)
 
     @staticmethod
+    def card_extra(entry: ZooEntry) -> dict[str, Any]:
+        """Backend-specific fields of the model card (none for plain agents)."""
+        return {}
+
+    @staticmethod
     def env_label(entry: ZooEntry, dataset: Any) -> Any:
         return entry.env or json.loads(dataset.storage.metadata.get("eval_env_spec", "{}") or "{}").get("id")
 
@@ -174,8 +191,8 @@ def return_scores(returns: Any, normalized: Any, seed: int) -> dict[str, Any]:
 
 
 def _backend(entry: ZooEntry) -> Any:
-    """The one place that dispatches on the algorithm: multi-agent (PettingZoo), generator (SynthER) or
-    single-agent (Gymnasium)."""
+    """The one place that dispatches on the algorithm: multi-agent (PettingZoo), generator (SynthER), distilled
+    student of a zoo teacher, or single-agent (Gymnasium)."""
     if entry.multi_agent:
         from diffagents.zoo.multi_agent import MultiAgent
 
@@ -184,6 +201,10 @@ def _backend(entry: ZooEntry) -> Any:
         from diffagents.zoo.generator import Generator
 
         return Generator
+    if entry.distilled:
+        from diffagents.zoo.distilled import Distilled
+
+        return Distilled
     return SingleAgent
 
 
@@ -255,7 +276,7 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
         "env": backend.env_label(entry, ds), "gradient_steps": entry.steps, "seed": entry.seed,
         "hyperparameters": hyper, "hardware": hardware(), "device": str(agent.device), "wall_time_s": round(wall, 1),
         "command": f"diffagents zoo train {zoo_id}", "date": time.strftime("%Y-%m-%d"),
-        "evaluation": evaluation, "weights_bytes": weights.stat().st_size,
+        "evaluation": evaluation, "weights_bytes": weights.stat().st_size, **backend.card_extra(entry),
     }
     card_path = (out_dir / f"{zoo_id}.json") if out_dir else entry.card_path
     card_path.write_text(json.dumps(info, indent=1) + "\n")
