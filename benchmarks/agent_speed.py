@@ -2,7 +2,8 @@
 
 Measures, side by side in one run:
 * gradient steps/s of each agent's full update (DiffusionQL: critic + actor through the T=5 chain + EMA, at
-  batch 256; the EDP action-approximation variant; IDQL; Diffuser; Decision Diffuser);
+  batch 256; the EDP action-approximation variant; IDQL; offline CPQL; Diffusion Policy; the distilled one-step
+  student of a DiffusionQL; Diffuser; Decision Diffuser), every agent built by ``diffagents.bench.build_agent``;
 * decision latency of ``predict`` at batch 1 (N-candidate selection included) for each agent, and for Diffuser
   per sampler / step count, with and without warm-start replanning;
 * Diffuser's plan-cache reuse rate when replanning every k steps.
@@ -25,17 +26,16 @@ import numpy as np
 import torch
 from common import hardware, synthetic_dataset, write
 
-from diffagents.bench import SIZES, decision_latency, train_rate
+from diffagents.bench import SIZES, build_agent, decision_latency, train_rate
 
-POLICY_SIZES: dict[str, dict[str, Any]] = {  # paper sizes; the same agents and sizes as ``diffagents bench``
-    "DiffusionQL": SIZES["DiffusionQL"],  # 3x256 MLP, T=5, 50 candidates, batch 256
-    "DiffusionQL-EDP": dict(action_approx=True),
-    "IDQL": SIZES["IDQL"],  # LN-ResNet 256x3, T=5, 64 candidates
+#: overrides of ``diffagents.bench.SIZES`` (the same agents and sizes as ``diffagents bench``); policies at paper
+#: sizes (DiffusionQL 3x256 MLP, T=5, 50 candidates, batch 256; IDQL LN-ResNet 256x3, 64 candidates; CPQL 1 step)
+POLICY_SIZES: dict[str, dict[str, Any]] = {
+    "DiffusionQL": {}, "DiffusionQL-EDP": dict(action_approx=True), "IDQL": {}, "CPQL": {}, "DiffusionPolicy": {},
+    "DistilledPolicy": {},
 }
-PLANNER_SIZES: dict[str, dict[str, Any]] = {  # CPU budgets (compute-budget.md §6-7); paper: dim 32, mults (1,2,4,8)
-    "Diffuser": SIZES["Diffuser"],
-    "DecisionDiffuser": SIZES["DecisionDiffuser"],
-}
+#: CPU budgets (compute-budget.md §6-7); paper: dim 32, mults (1,2,4,8)
+PLANNER_SIZES: dict[str, dict[str, Any]] = {"Diffuser": {}, "DecisionDiffuser": {}}
 
 
 def main() -> None:
@@ -54,8 +54,7 @@ def main() -> None:
     obs = env.observation_space.sample().astype(np.float32)
     rows: list[dict[str, Any]] = []
     for name, kw in {**POLICY_SIZES, **PLANNER_SIZES}.items():
-        cls = get_agent_class(name.split("-")[0])
-        agent = cls(env=env, dataset=ds, seed=0, device=args.device, **kw)
+        agent = build_agent(name.split("-")[0], env, ds, device=args.device, **kw)
         steps = 10 if quick else (200 if name in POLICY_SIZES else 60)
         rate = train_rate(agent, steps, sync=sync)
         lat = decision_latency(agent, obs, 3 if quick else 15, sync)
@@ -74,7 +73,7 @@ def main() -> None:
     for n_samples in (1, 64):
         for sampler, n in (("ddpm", 20), ("ddim", 10), ("ddim", 5), ("dpm", 10), ("dpm", 5)):
             agent = cls(env=env, dataset=ds, seed=0, device=args.device,
-                        **{**PLANNER_SIZES["Diffuser"], "n_samples": n_samples, "sampler": sampler,
+                        **{**SIZES["Diffuser"], "n_samples": n_samples, "sampler": sampler,
                            "sampler_steps": n})
             lat = decision_latency(agent, obs, 3 if quick else 10, sync)
             sampler_rows.append({"n_samples": n_samples, "sampler": sampler, "steps": n, "latency_ms": 1e3 * lat})
@@ -82,7 +81,7 @@ def main() -> None:
     reuse_rows = []
     for replan, warm in ((1, None), (4, None), (4, 0.5)):
         agent = cls(env=env, dataset=ds, seed=0, device=args.device,
-                    **{**PLANNER_SIZES["Diffuser"], "n_samples": 1, "replan_every": replan, "warm_start": warm})
+                    **{**SIZES["Diffuser"], "n_samples": 1, "replan_every": replan, "warm_start": warm})
         state, start = None, np.array([True])
         n_dec = 12 if quick else 64
         t0 = time.perf_counter()

@@ -85,7 +85,11 @@ def _baselines(card: dict) -> str:
     base = card.get("baselines", {})
     cells = [f"{base[a]['normalized_mean']:.1f} ± {base[a]['normalized_std']:.1f}" if a in base and
              "normalized_mean" in base[a] else "–" for a in ("bc", "td3+bc", "iql")]
-    return " / ".join(cells) if base else "not run"
+    cell = " / ".join(cells) if base else "not run"
+    if "teacher" in card:  # a distilled student: its teacher's card score is the comparison that matters
+        t = card["teacher"]["evaluation"]
+        cell += f"; teacher `{card['teacher']['id']}`: {t['normalized_mean']:.1f} ± {t['normalized_std']:.1f}"
+    return cell
 
 
 def main() -> None:
