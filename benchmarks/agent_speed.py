@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from common import hardware, synthetic_dataset, write
 
-from diffagents.bench import SIZES, build_agent, decision_latency, train_rate
+from diffagents.bench import build_agent, decision_latency, train_rate
 
 #: overrides of ``diffagents.bench.SIZES`` (the same agents and sizes as ``diffagents bench``); policies at paper
 #: sizes (DiffusionQL 3x256 MLP, T=5, 50 candidates, batch 256; IDQL LN-ResNet 256x3, 64 candidates; CPQL 1 step)
@@ -44,8 +44,6 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.set_num_threads(1)
-    from diffagents.agents import get_agent_class
-
     quick = args.quick
     sync = args.device.startswith("cuda")
     root = Path(tempfile.mkdtemp())
@@ -69,19 +67,17 @@ def main() -> None:
                 print(rows[-1], flush=True)
     # Diffuser samplers, warm start and plan reuse
     sampler_rows: list[dict[str, Any]] = []
-    cls = get_agent_class("Diffuser")
     for n_samples in (1, 64):
         for sampler, n in (("ddpm", 20), ("ddim", 10), ("ddim", 5), ("dpm", 10), ("dpm", 5)):
-            agent = cls(env=env, dataset=ds, seed=0, device=args.device,
-                        **{**SIZES["Diffuser"], "n_samples": n_samples, "sampler": sampler,
-                           "sampler_steps": n})
+            agent = build_agent("Diffuser", env, ds, device=args.device, n_samples=n_samples, sampler=sampler,
+                                sampler_steps=n)
             lat = decision_latency(agent, obs, 3 if quick else 10, sync)
             sampler_rows.append({"n_samples": n_samples, "sampler": sampler, "steps": n, "latency_ms": 1e3 * lat})
             print(sampler_rows[-1], flush=True)
     reuse_rows = []
     for replan, warm in ((1, None), (4, None), (4, 0.5)):
-        agent = cls(env=env, dataset=ds, seed=0, device=args.device,
-                    **{**SIZES["Diffuser"], "n_samples": 1, "replan_every": replan, "warm_start": warm})
+        agent = build_agent("Diffuser", env, ds, device=args.device, n_samples=1, replan_every=replan,
+                            warm_start=warm)
         state, start = None, np.array([True])
         n_dec = 12 if quick else 64
         t0 = time.perf_counter()

@@ -137,6 +137,16 @@ def test_enjoy_records_a_gif(zoo_id: str, tmp_path: Path) -> None:
     assert len(frames) == 21 and frames[0].ndim == 3
 
 
+def use_temporary_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the zoo registry (recipes, weights, cards) and the Minari root at empty folders under ``tmp_path``."""
+    from diffagents.zoo import registry
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    for name in ("recipes", "weights", "cards"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setattr(registry, name.upper(), tmp_path / name)
+
+
 def test_train_and_eval_madiff_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``train madiff`` on a multi-agent recipe builds the PettingZoo env named in its metadata, saves, evaluates."""
     from diffagents.data import make_dataset
@@ -188,10 +198,7 @@ def test_zoo_trains_loads_and_evaluates_a_madiff_entry(tmp_path: Path, monkeypat
     from diffagents import MADiff
     from diffagents.persistence import read_checkpoint
 
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    for name in ("recipes", "weights", "cards"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setattr(registry, name.upper(), tmp_path / name)
+    use_temporary_zoo(tmp_path, monkeypatch)
     zoo_id = "madiff-mpe-spread-tiny"
     recipe = {"algo": "MADiff", "dataset": "diffagents/mpe-spread/expert-v0", "dataset_size": 60, "steps": 3,
               "seed": 0, "eval_episodes": 1, "hyperparameters": TINY_MADIFF}
@@ -241,15 +248,11 @@ def test_zoo_fits_loads_and_evaluates_a_synther_generator(tmp_path: Path, monkey
     """A SynthER recipe runs end to end in a temporary zoo; its card reports dynamics fidelity, not returns."""
     import numpy as np
     import yaml
-    from diffagents.zoo import registry
 
     from diffagents import SynthER
     from diffagents.agents.synther_fidelity import simulator_step
 
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    for name in ("recipes", "weights", "cards"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setattr(registry, name.upper(), tmp_path / name)
+    use_temporary_zoo(tmp_path, monkeypatch)
     zoo_id = "synther-hopper-random-tiny"
     recipe = {"algo": "SynthER", "dataset": "diffagents/hopper/random-v0", "dataset_size": 300, "env": "Hopper-v5",
               "steps": 20, "seed": 0, "eval_episodes": 64,
@@ -283,14 +286,10 @@ def test_zoo_fits_loads_and_evaluates_a_synther_generator(tmp_path: Path, monkey
 def test_zoo_distills_a_one_step_student_of_a_zoo_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A DistilledPolicy recipe loads its teacher from the zoo, distills it, and loads and evaluates without it."""
     import yaml
-    from diffagents.zoo import registry
 
     from diffagents.agents.distill import DistilledPolicy
 
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    for name in ("recipes", "weights", "cards"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setattr(registry, name.upper(), tmp_path / name)
+    use_temporary_zoo(tmp_path, monkeypatch)
     data = {"dataset": "diffagents/pendulum/expert-v0", "dataset_size": 400, "env": "Pendulum-v1", "seed": 0,
             "eval_episodes": 2}
     teacher = {"algo": "DiffusionQL", "steps": 20, **data,
