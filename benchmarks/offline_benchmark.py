@@ -27,7 +27,7 @@ D3RLPY = {"bc", "td3+bc", "iql"}
 
 
 def run_ours(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int, ref: Any,
-             hyper: dict[str, Any], save_dir: Path | None = None) -> dict[str, Any]:
+             hyper: dict[str, Any], save_dir: Path | None = None, eval_envs: int = 1) -> dict[str, Any]:
     from diffagents.agents import get_agent_class
     from diffagents.evaluation import evaluate_agent
 
@@ -38,8 +38,11 @@ def run_ours(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int,
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
         agent.save(save_dir / f"{algo}-{ds.spec.dataset_id.replace('/', '-')}-s{seed}-{steps}.zip")
-    res = evaluate_agent(agent, env, n_episodes=episodes, seed=10_000 + seed, ref_scores=ref)
-    return {"train_s": train_s, "returns": res.returns.tolist()}
+    if eval_envs > 1:  # episodes in parallel: the planners sample all envs' plans in one batched call
+        env = lambda: ds.recover_environment(eval_env=True)  # noqa: E731
+    t0 = time.perf_counter()
+    res = evaluate_agent(agent, env, n_episodes=episodes, seed=10_000 + seed, ref_scores=ref, n_envs=eval_envs)
+    return {"train_s": train_s, "eval_s": time.perf_counter() - t0, "returns": res.returns.tolist()}
 
 
 def d3rlpy_dataset(ds: Any) -> Any:
@@ -137,6 +140,8 @@ def main() -> None:
     p.add_argument("--seeds", nargs="*", type=int, default=[0])
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--eval-envs", type=int, default=1, help="evaluate our agents on this many envs at once "
+                   "(batched predict; env i seeded 10000 + seed + i); 1 keeps the single-env protocol")
     p.add_argument("--hyper", default="{}", help="JSON dict of per-algo hyperparameters, e.g. "
                    '\'{"diffusionql": {"n_candidates": 10}}\'')
     p.add_argument("--out", default="benchmarks/results/offline.jsonl")
@@ -168,7 +173,7 @@ def main() -> None:
                 env = ds.recover_environment(eval_env=True)
                 if algo in OURS:
                     r = run_ours(algo, ds, env, seed, args.steps, args.episodes, ref, hyper.get(algo, {}),
-                             args.save_dir)
+                                 args.save_dir, args.eval_envs)
                 elif algo in D3RLPY:
                     r = run_d3rlpy(algo, ds, env, seed, args.steps, args.episodes)
                 else:
@@ -177,7 +182,8 @@ def main() -> None:
                 norm = (100 * (rets - ref[0]) / (ref[1] - ref[0])).tolist() if ref else None
                 row = {"dataset": ds.spec.dataset_id, "algo": algo, "seed": seed, "steps": args.steps,
                        "episodes": args.episodes, "return_mean": float(rets.mean()), "normalized": norm,
-                       "train_s": r["train_s"], "hyper": hyper.get(algo, {}), "hardware": hardware(),
+                       "train_s": r["train_s"], "hyper": hyper.get(algo, {}),
+                       "eval_envs": args.eval_envs if algo in OURS else 1, "eval_s": r.get("eval_s"), "hardware": hardware(),
                        "date": time.strftime("%Y-%m-%d %H:%M")}
                 with out.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")

@@ -40,19 +40,32 @@ def normalized_scores(returns: np.ndarray, ref: tuple[float, float] | None) -> n
 
 
 def evaluate_agent(agent: Any, env: Any, n_episodes: int = 10, *, seed: int = 0, deterministic: bool = True,
-                   ref_scores: tuple[float, float] | None = None) -> EvalResult:
-    """Evaluate with SB3's ``evaluate_policy`` on ``env`` (an env id, env or VecEnv), seeded.
+                   ref_scores: tuple[float, float] | None = None, n_envs: int = 1) -> EvalResult:
+    """Evaluate with SB3's ``evaluate_policy`` on ``env``, seeded.
 
     Observations are passed to ``agent.predict`` unchanged (Dict observations are flattened by the agent).
+
+    Args:
+        agent: anything with SB3's ``predict(obs, state, episode_start, deterministic)``.
+        env: an env id, a zero-argument env factory, a ``gymnasium.Env`` (then ``n_envs`` must be 1) or a VecEnv.
+        n_episodes: episodes in total; with ``n_envs > 1`` SB3 splits them evenly over the envs.
+        seed: seed of the first env; env ``i`` of a vectorised evaluation gets ``seed + i``.
+        deterministic: passed to ``predict``.
+        ref_scores: (random, expert) returns for normalized scores, or None.
+        n_envs: environments stepped together, so that ``predict`` is called on a batch of observations (the
+            planners then sample the plans of all envs in one call). Used for an env id or factory.
     """
     import gymnasium as gym
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecEnv
 
-    if isinstance(env, str):
-        venv = make_vec_env(env, n_envs=1, seed=seed)
-    elif isinstance(env, gym.Env):
+    if n_envs < 1:
+        raise ValueError(f"n_envs: expected an int >= 1, got {n_envs!r}")
+    if isinstance(env, gym.Env):
+        if n_envs != 1:
+            raise ValueError(f"n_envs: an env instance can only be evaluated alone (n_envs=1), got n_envs={n_envs}; "
+                             "pass an env id or a zero-argument factory to evaluate several copies")
         from stable_baselines3.common.monitor import Monitor
         from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -61,8 +74,10 @@ def evaluate_agent(agent: Any, env: Any, n_episodes: int = 10, *, seed: int = 0,
     elif isinstance(env, VecEnv):
         venv = env
         venv.seed(seed)
+    elif isinstance(env, str) or callable(env):
+        venv = make_vec_env(env, n_envs=n_envs, seed=seed)
     else:
-        raise TypeError(f"env: expected an env id, gymnasium.Env or VecEnv, got {type(env).__name__}")
+        raise TypeError(f"env: expected an env id, env factory, gymnasium.Env or VecEnv, got {type(env).__name__}")
     rets, lens = evaluate_policy(agent, venv, n_eval_episodes=n_episodes, deterministic=deterministic,
                                  return_episode_rewards=True, warn=False)
     returns = np.asarray(rets, dtype=np.float64)

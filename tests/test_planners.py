@@ -39,6 +39,21 @@ def test_decision_diffuser_inpaints_history_exactly(dataset: Any) -> None:
     torch.testing.assert_close(state.plans[:, :3], hist, rtol=0, atol=0)
 
 
+def test_decision_diffuser_plans_stay_in_the_normalized_range(dataset: Any) -> None:
+    # official config: CDF-normalised states in [-1, 1] and a clipped x0 estimate at every reverse step, so an
+    # untrained eps-model cannot plan states outside the data range (unclipped plans reached |s| = 645 on Hopper)
+    agent = DecisionDiffuser(env=gym.make("Pendulum-v1"), dataset=dataset, seed=0, **SMALL).learn(2)
+    obs = np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32)
+    _, state = agent.predict(obs, deterministic=True)
+    assert state.plans.abs().max() <= 1.0
+    loose = DecisionDiffuser(env=gym.make("Pendulum-v1"), dataset=dataset, seed=0, clip_denoised=False,
+                             obs_normalization="gaussian", **SMALL).learn(2)
+    _, state = loose.predict(obs, deterministic=True)
+    assert state.plans.abs().max() > 1.0  # the clip is what bounds them
+    with pytest.raises(ValueError, match="obs_normalization"):
+        DecisionDiffuser(env=gym.make("Pendulum-v1"), dataset=dataset, obs_normalization="gaussian")
+
+
 def test_value_guidance_raises_the_value_of_the_chosen_plan(dataset: Any) -> None:
     # the value function must be trained enough to carry signal (300 steps: values ~ -180 with gradient norm ~ 30)
     kw = dict(n_samples=1, n_guide_steps=2, t_stopgrad=0, scale_grad_by_std=False, **SMALL)

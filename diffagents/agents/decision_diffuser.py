@@ -31,7 +31,14 @@ from diffagents.training import EMA
 
 @dataclass(kw_only=True)
 class DecisionDiffuserConfig(AgentConfig):
-    """Hyperparameters of :class:`DecisionDiffuser` (official locomotion config)."""
+    """Hyperparameters of :class:`DecisionDiffuser` (official locomotion config).
+
+    ``obs_normalization="cdf"`` with ``clip_denoised=True`` is the official ``CDFNormalizer`` + clipped x0
+    estimate: states live in [-1, 1] and each reverse step clips its x0 estimate there. Without the clip, an
+    eps-prediction model's x0 estimate at the last levels of the cosine schedule (``sqrt(alpha_bar)`` near 0)
+    amplifies small eps errors into plans far outside the data (measured: |s| up to 645 after 3000 steps on
+    Hopper medium, so the inverse dynamics saturates every action).
+    """
 
     batch_size: int = 32
     learning_rate: float = 2e-4
@@ -55,7 +62,8 @@ class DecisionDiffuserConfig(AgentConfig):
     replan_every: int | None = 1
     sampler: str = "ddpm"
     sampler_steps: int | None = None
-    clip_denoised: bool = False
+    clip_denoised: bool = True
+    obs_normalization: str = "cdf"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,6 +71,9 @@ class DecisionDiffuserConfig(AgentConfig):
         self._check(self.horizon >= self.history + 2, "horizon", f">= history + 2 = {self.history + 2}", self.horizon)
         self._check(0.0 <= self.cfg_dropout < 1.0, "cfg_dropout", "in [0, 1)", self.cfg_dropout)
         self._check(self.returns_scale > 0, "returns_scale", "> 0", self.returns_scale)
+        self._check(not self.clip_denoised or self.obs_normalization in ("cdf", "minmax"), "obs_normalization",
+                    "'cdf' or 'minmax' with clip_denoised=True (the clip needs states in [-1, 1]; set "
+                    "clip_denoised=False for other normalizers)", self.obs_normalization)
 
 
 class DecisionDiffuser(OfflineAgent):
