@@ -60,6 +60,7 @@ def evaluate_agent(agent: Any, env: Any, n_episodes: int = 10, *, seed: int = 0,
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecEnv
 
+    venv: VecEnv
     if n_envs < 1:
         raise ValueError(f"n_envs: expected an int >= 1, got {n_envs!r}")
     if isinstance(env, gym.Env):

@@ -103,6 +103,8 @@ def test_factory_dispatch_and_mode_defaults(tmp_path: Path) -> None:
     ds = make_pendulum_dataset(tmp_path, dataset_id="test/pendulum/cpql-v0", episodes=2)
     off = CPQL(env=gym.make("Pendulum-v1"), dataset=ds, **SMALL)
     assert isinstance(off, OfflineCPQL) and isinstance(off, CPQL)
+    with pytest.raises(TypeError, match="sampler_steps"):  # no diffusion sampler to swap on a consistency actor
+        off.set_sampler("ddim", 5)
     on = CPQL(env=gym.make("Pendulum-v1"), **ONLINE)
     assert isinstance(on, OnlineCPQL) and isinstance(on, OffPolicyAlgorithm) and isinstance(on, CPQL)
     assert CPQLConfig().resolved(online=False) == (1.0, True, True)

@@ -96,3 +96,14 @@ def test_receding_horizon_replans_every_k_steps(dataset: Any) -> None:
     assert agent.plans_made == 3 and agent.decisions == 7  # steps 0, 3, 6
     _, state = agent.predict(np.zeros(3, dtype=np.float32), state=state, episode_start=np.array([True]))
     assert agent.plans_made == 4
+
+
+@pytest.mark.parametrize("cls", [Diffuser, DecisionDiffuser])
+def test_set_sampler_swaps_the_act_time_sampler(cls: type, dataset: Any) -> None:
+    agent = cls(env=gym.make("Pendulum-v1"), dataset=dataset, seed=0, **SMALL).learn(2)
+    obs = np.random.default_rng(3).normal(size=(2, 3)).astype(np.float32)
+    before, _ = agent.predict(obs, deterministic=True)
+    agent.set_sampler("dpm", 3)
+    assert len(agent.ema.model.sampler.timesteps) == 3
+    after, _ = agent.predict(obs, deterministic=True)
+    assert after.shape == before.shape and not np.allclose(after, before)

@@ -379,6 +379,22 @@ class OfflineAgent(BaseAlgorithm):
         """
         return maybe_graphed(self, self.config.cuda_graph, name, fn, *inputs, generator=generator, key=key)
 
+    def set_sampler(self, sampler: str, num_inference_steps: int | None = None, **kwargs: Any) -> None:
+        """Use another act-time sampler of :mod:`diffagents.diffusion` on the EMA model, e.g. ``"ddim"`` or
+        ``"dpm"`` (DPM-Solver++) with few steps, or ``"ddpm"`` over all levels; training keeps its DDPM chain.
+
+        Raises:
+            TypeError: the agent has no diffusion sampler (consistency and distilled actors take
+                ``sampler_steps`` in their config instead).
+        """
+        from diffagents.roles.consistency_policy import ConsistencyActionPolicy, DistilledConsistencyPolicy
+
+        model = self.ema.model if self.ema is not None else None
+        if model is None or isinstance(model, (ConsistencyActionPolicy, DistilledConsistencyPolicy)) or not hasattr(model, "set_sampler"):
+            raise TypeError(f"set_sampler: {type(self).__name__} has no diffusion sampler to replace "
+                            "(a consistency actor's step count is config.sampler_steps)")
+        model.set_sampler(sampler, num_inference_steps, **kwargs)  # type: ignore[operator]
+
     def eval_generator(self) -> torch.Generator:
         """A generator seeded with ``config.eval_seed`` for deterministic action sampling."""
         return torch.Generator(device=self.device).manual_seed(self.config.eval_seed)

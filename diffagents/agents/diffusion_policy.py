@@ -258,8 +258,3 @@ class DiffusionPolicy(OfflineAgent):
         c = self.config
         return predict_chunk_with(self, obs_history, c.obs_horizon, c.action_horizon,
                                   lambda cond: self._sample_chunks(cond, deterministic))
-
-    def set_sampler(self, sampler: str, num_inference_steps: int | None = None, **kwargs: Any) -> None:
-        """Use another act-time sampler (e.g. ``"ddpm"`` with all levels, the paper's simulation setting)."""
-        assert self.ema is not None
-        self.ema.model.set_sampler(sampler, num_inference_steps, **kwargs)  # type: ignore[operator]

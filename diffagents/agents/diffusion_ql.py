@@ -180,8 +180,3 @@ class DiffusionQL(OfflineAgent):
         if n == 1:
             return scored[0], state
         return select_candidates(scored[0], scored[1], n, deterministic=deterministic), state
-
-    def set_sampler(self, sampler: str, num_inference_steps: int | None = None, **kwargs: Any) -> None:
-        """Use another sampler at act time (e.g. ``"dpm"`` with 3 steps); training keeps the DDPM chain."""
-        assert self.ema is not None
-        self.ema.model.set_sampler(sampler, num_inference_steps, **kwargs)  # type: ignore[operator]

@@ -128,8 +128,3 @@ class IDQL(OfflineAgent):
             weights = torch.where(adv > 0, self.config.expectile, 1.0 - self.config.expectile)
             idx = torch.multinomial(weights, 1).squeeze(1)
         return cand.view(b, n, -1)[torch.arange(b, device=cand.device), idx], state
-
-    def set_sampler(self, sampler: str, num_inference_steps: int | None = None, **kwargs: Any) -> None:
-        """Use another sampler at act time (e.g. DPM-Solver++ with few steps)."""
-        assert self.ema is not None
-        self.ema.model.set_sampler(sampler, num_inference_steps, **kwargs)  # type: ignore[operator]

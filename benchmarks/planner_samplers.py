@@ -1,0 +1,112 @@
+"""Score and latency effect of fast planner sampling: few-step DDIM / DPM-Solver++, plan reuse, warm start.
+
+Loads one trained planner checkpoint (Diffuser or DecisionDiffuser) and evaluates it on its dataset's eval env
+once per act-time variant, without retraining: the sampler and step count (``set_sampler``), ``replan_every``
+(receding-horizon plan reuse) and, for Diffuser, ``warm_start`` (the shifted previous plan re-noised to that
+fraction of the chain). Every variant is evaluated on the same seeds; decision latency is timed at batch 1
+(one thread) over consecutive decisions of one episode, so plan reuse shows up in it.
+
+    python benchmarks/offline_benchmark.py --datasets diffagents/hopper/medium-v0 --algos decisiondiffuser \\
+        --seeds 0 --steps 3000 --save-dir /tmp/agents ...   # any trained planner checkpoint
+    python benchmarks/planner_samplers.py --algo decisiondiffuser --dataset diffagents/hopper/medium-v0 \\
+        --agent /tmp/agents/decisiondiffuser-diffagents-hopper-medium-v0-s0-3000.zip \\
+        --variants ddpm:20:1 ddim:10:1 ddim:5:1 dpm:5:1 dpm:3:1 ddpm:20:4 --out results/planner_samplers_dd
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    """``SAMPLER:STEPS:REPLAN[:WARM]`` -> dict (REPLAN 0 = plan once per episode)."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4):
+        raise SystemExit(f"--variants: expected SAMPLER:STEPS:REPLAN[:WARM], got {text!r}")
+    replan = int(parts[2])
+    return {"sampler": parts[0], "steps": int(parts[1]), "replan_every": replan or None,
+            "warm_start": float(parts[3]) if len(parts) == 4 else None}
+
+
+def batch1_latency_ms(agent: Any, env: Any, decisions: int, seed: int) -> float:
+    """Median ms per ``predict`` over ``decisions`` consecutive steps of one episode (plan reuse included)."""
+    obs, _ = env.reset(seed=seed)
+    state, times = None, []
+    for t in range(decisions):
+        t0 = time.perf_counter()
+        action, state = agent.predict(obs, state=state, episode_start=np.array([t == 0]), deterministic=True)
+        times.append(time.perf_counter() - t0)
+        obs, _, term, trunc, _ = env.step(action)
+        if term or trunc:
+            obs, _ = env.reset()
+            state = None
+    return 1e3 * float(np.median(times))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--algo", required=True, choices=["diffuser", "decisiondiffuser"])
+    p.add_argument("--agent", type=Path, required=True, help="checkpoint written by the agent's save()")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variants", nargs="+", required=True, help="SAMPLER:STEPS:REPLAN[:WARM], e.g. ddim:5:4:0.5")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--eval-envs", type=int, default=10)
+    p.add_argument("--latency-decisions", type=int, default=32)
+    p.add_argument("--seed", type=int, default=10_000)
+    p.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    from common import hardware
+
+    from diffagents.agents import get_agent_class
+    from diffagents.data import make_dataset, reference_scores
+    from diffagents.evaluation import evaluate_agent
+
+    ds = make_dataset(args.dataset)
+    ref = reference_scores(ds)
+    agent = get_agent_class(args.algo).load(args.agent, env=ds.recover_environment(eval_env=True))
+    rows = []
+    for text in args.variants:
+        v = parse_variant(text)
+        if v["warm_start"] is not None and not hasattr(agent.config, "warm_start"):
+            raise SystemExit(f"--variants {text}: {type(agent).__name__} has no warm_start")
+        agent.set_sampler(v["sampler"], v["steps"])
+        agent.config.replan_every = v["replan_every"]
+        if hasattr(agent.config, "warm_start"):
+            agent.config.warm_start = v["warm_start"]
+        t0 = time.perf_counter()
+        res = evaluate_agent(agent, lambda: ds.recover_environment(eval_env=True), n_episodes=args.episodes,
+                             seed=args.seed, ref_scores=ref, n_envs=args.eval_envs)
+        eval_s = time.perf_counter() - t0
+        lat = batch1_latency_ms(agent, ds.recover_environment(eval_env=True), args.latency_decisions, args.seed)
+        norm = res.normalized if res.normalized is not None else res.returns
+        rows.append({**v, "normalized_mean": float(np.mean(norm)), "normalized_std": float(np.std(norm)),
+                     "return_mean": float(res.returns.mean()), "episode_len_mean": float(res.lengths.mean()),
+                     "latency_ms_batch1": lat, "eval_s": eval_s})
+        print(rows[-1], flush=True)
+    meta = {"algo": args.algo, "agent": str(args.agent), "dataset": args.dataset, "episodes": args.episodes,
+            "eval_envs": args.eval_envs, "seed": args.seed, "config": agent.config.to_dict(), "hardware": hardware(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    md = [f"Planner `{args.algo}` checkpoint `{args.agent.name}` on `{args.dataset}`: {args.episodes} deterministic "
+          f"episodes per variant ({args.eval_envs} envs at once, seeds {args.seed}+), same weights for every row; "
+          f"latency = median ms per `predict` at batch 1 over {args.latency_decisions} consecutive decisions "
+          f"(plan reuse included). Hardware: {meta['hardware']}.\n",
+          "| sampler | steps | replan every | warm start | normalized (mean ± std) | mean episode length | "
+          "ms / decision (batch 1) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    md += [f"| {r['sampler']} | {r['steps']} | {r['replan_every'] or 'once'} | {r['warm_start'] or '-'} | "
+           f"{r['normalized_mean']:.1f} ± {r['normalized_std']:.1f} | {r['episode_len_mean']:.0f} | "
+           f"{r['latency_ms_batch1']:.1f} |" for r in rows]
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
