@@ -109,8 +109,11 @@ def ds_flattener(ds: Any) -> Any:
     return ObsFlattener.from_space(ds.observation_space)
 
 
-def table(paths: list[Path]) -> str:
+def table(paths: list[Path], only: list[str] | None = None) -> str:
+    """Markdown table of normalized scores (mean +- std over seeds) per dataset and algorithm, with the average
+    over the datasets for every algorithm run on all of them; ``only`` keeps those algorithms."""
     runs = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    runs = [r for r in runs if only is None or r["algo"] in only]
     scores: dict[tuple[str, str], list[float]] = defaultdict(list)
     meta: dict[tuple[str, str], dict[str, Any]] = {}
     for r in runs:
@@ -126,6 +129,10 @@ def table(paths: list[Path]) -> str:
             s = scores.get((d, a))
             cells.append(f"{np.mean(s):.1f} ± {np.std(s):.1f} (n={len(s)})" if s else "")
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    if len(datasets) > 1:
+        avg = [f"**{np.mean([np.mean(scores[(d, a)]) for d in datasets]):.1f}**"
+               if all((d, a) in scores for d in datasets) else "" for a in algos]
+        lines.append(f"| average over the {len(datasets)} datasets | " + " | ".join(avg) + " |")
     any_run = next(iter(meta.values()))
     lines.append(f"\nGradient steps per run: {sorted({r['steps'] for r in runs})}; evaluation: "
                  f"{any_run['episodes']} deterministic episodes per seed (seeds 10000+seed..); hardware: "
@@ -147,9 +154,10 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/offline.jsonl")
     p.add_argument("--save-dir", type=Path, default=None, help="save each trained agent of ours here")
     p.add_argument("--table", nargs="*", default=None, help="print the markdown table of results files and exit")
+    p.add_argument("--only", nargs="*", default=None, help="with --table: the algorithms to show")
     args = p.parse_args()
     if args.table:
-        print(table([Path(t) for t in args.table]))
+        print(table([Path(t) for t in args.table], args.only))
         return
     torch.set_num_threads(1)
     from common import hardware

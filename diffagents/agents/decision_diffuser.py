@@ -40,7 +40,7 @@ class DecisionDiffuserConfig(AgentConfig):
     Hopper medium, so the inverse dynamics saturates every action).
     """
 
-    batch_size: int = 32
+    batch_size: int = 64  # official: batch 32 x gradient_accumulate_every 2 per optimizer step
     learning_rate: float = 2e-4
     horizon: int = 100
     n_diffusion_steps: int = 200

@@ -43,7 +43,7 @@ class DiffuserConfig(AgentConfig):
     CPU budgets use smaller ``dim``/``dim_mults``/``n_samples``; keep the rest for paper-faithful runs.
     """
 
-    batch_size: int = 32
+    batch_size: int = 64  # official: batch 32 x gradient_accumulate_every 2 per optimizer step
     learning_rate: float = 2e-4
     horizon: int = 32
     n_diffusion_steps: int = 20
