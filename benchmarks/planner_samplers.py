@@ -7,7 +7,7 @@ fraction of the chain). Every variant is evaluated on the same seeds; decision l
 (one thread) over consecutive decisions of one episode, so plan reuse shows up in it.
 
     python benchmarks/offline_benchmark.py --datasets diffagents/hopper/medium-v0 --algos decisiondiffuser \\
-        --seeds 0 --steps 3000 --save-dir /tmp/agents ...   # any trained planner checkpoint
+        --seeds 0 --steps 3000 --save-dir /tmp/agents ...   # any trained planner checkpoint, or a zoo id
     python benchmarks/planner_samplers.py --algo decisiondiffuser --dataset diffagents/hopper/medium-v0 \\
         --agent /tmp/agents/decisiondiffuser-diffagents-hopper-medium-v0-s0-3000.zip \\
         --variants ddpm:20:1 ddim:10:1 ddim:5:1 dpm:5:1 dpm:3:1 ddpm:20:4 --out results/planner_samplers_dd
@@ -53,7 +53,7 @@ def batch1_latency_ms(agent: Any, env: Any, decisions: int, seed: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algo", required=True, choices=["diffuser", "decisiondiffuser"])
-    p.add_argument("--agent", type=Path, required=True, help="checkpoint written by the agent's save()")
+    p.add_argument("--agent", required=True, help="checkpoint written by the agent's save(), or a zoo id")
     p.add_argument("--dataset", required=True)
     p.add_argument("--variants", nargs="+", required=True, help="SAMPLER:STEPS:REPLAN[:WARM], e.g. ddim:5:4:0.5")
     p.add_argument("--episodes", type=int, default=10)
@@ -71,7 +71,12 @@ def main() -> None:
 
     ds = make_dataset(args.dataset)
     ref = reference_scores(ds)
-    agent = get_agent_class(args.algo).load(args.agent, env=ds.recover_environment(eval_env=True))
+    if Path(args.agent).is_file():
+        agent = get_agent_class(args.algo).load(args.agent, env=ds.recover_environment(eval_env=True))
+    else:
+        from diffagents import zoo
+
+        agent = zoo.load(args.agent)
     rows = []
     for text in args.variants:
         v = parse_variant(text)
@@ -91,11 +96,11 @@ def main() -> None:
                      "return_mean": float(res.returns.mean()), "episode_len_mean": float(res.lengths.mean()),
                      "latency_ms_batch1": lat, "eval_s": eval_s})
         print(rows[-1], flush=True)
-    meta = {"algo": args.algo, "agent": str(args.agent), "dataset": args.dataset, "episodes": args.episodes,
+    meta = {"algo": args.algo, "agent": args.agent, "dataset": args.dataset, "episodes": args.episodes,
             "eval_envs": args.eval_envs, "seed": args.seed, "config": agent.config.to_dict(), "hardware": hardware(),
             "date": time.strftime("%Y-%m-%d %H:%M")}
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    md = [f"Planner `{args.algo}` checkpoint `{args.agent.name}` on `{args.dataset}`: {args.episodes} deterministic "
+    md = [f"Planner `{args.algo}` checkpoint `{Path(args.agent).name}` on `{args.dataset}`: {args.episodes} deterministic "
           f"episodes per variant ({args.eval_envs} envs at once, seeds {args.seed}+), same weights for every row; "
           f"latency = median ms per `predict` at batch 1 over {args.latency_decisions} consecutive decisions "
           f"(plan reuse included). Hardware: {meta['hardware']}.\n",
