@@ -19,6 +19,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("offline_pendulum", "Offline RL quality on Pendulum (ours vs d3rlpy)"),
     ("offline_mujoco", "Offline RL quality on Hopper / HalfCheetah (ours vs d3rlpy)"),
     ("offline_mujoco_planners", "Planners on Hopper / HalfCheetah (Decision Diffuser vs d3rlpy)"),
+    ("planner_samplers_dd_hopper", "Planner act-time samplers and plan reuse: score and latency (Decision Diffuser, Hopper medium)"),
     ("online_cpql_pendulum", "Online CPQL vs SAC on Pendulum (learning curves)"),
     ("online_cpql_hopper", "Online CPQL vs SAC on Hopper-v5 (learning curves)"),
     ("offline_pointmaze", "Planners on PointMaze (Diffuser vs d3rlpy BC / IQL)"),

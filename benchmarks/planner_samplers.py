@@ -3,7 +3,7 @@
 Loads one trained planner checkpoint (Diffuser or DecisionDiffuser) and evaluates it on its dataset's eval env
 once per act-time variant, without retraining: the sampler and step count (``set_sampler``), ``replan_every``
 (receding-horizon plan reuse) and, for Diffuser, ``warm_start`` (the shifted previous plan re-noised to that
-fraction of the chain). Every variant is evaluated on the same seeds; decision latency is timed at batch 1
+fraction of the chain). Every variant is evaluated on the same seeds; decision latency (mean) is timed at batch 1
 (one thread) over consecutive decisions of one episode, so plan reuse shows up in it.
 
     python benchmarks/offline_benchmark.py --datasets diffagents/hopper/medium-v0 --algos decisiondiffuser \\
@@ -36,7 +36,7 @@ def parse_variant(text: str) -> dict[str, Any]:
 
 
 def batch1_latency_ms(agent: Any, env: Any, decisions: int, seed: int) -> float:
-    """Median ms per ``predict`` over ``decisions`` consecutive steps of one episode (plan reuse included)."""
+    """Mean ms per ``predict`` over ``decisions`` consecutive steps of one episode (plan reuse amortised in)."""
     obs, _ = env.reset(seed=seed)
     state, times = None, []
     for t in range(decisions):
@@ -47,7 +47,26 @@ def batch1_latency_ms(agent: Any, env: Any, decisions: int, seed: int) -> float:
         if term or trunc:
             obs, _ = env.reset()
             state = None
-    return 1e3 * float(np.median(times))
+    return 1e3 * float(np.mean(times))
+
+
+def write(args: argparse.Namespace, agent: Any, rows: list[dict[str, Any]], hardware: str) -> str:
+    """Write OUT.json and OUT.md (after every variant, so an interrupted run keeps what it measured)."""
+    meta = {"algo": args.algo, "agent": args.agent, "dataset": args.dataset, "episodes": args.episodes,
+            "eval_envs": args.eval_envs, "seed": args.seed, "config": agent.config.to_dict(), "hardware": hardware,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    md = [f"Planner `{args.algo}` checkpoint `{Path(args.agent).name}` on `{args.dataset}`: {args.episodes} deterministic "
+          f"episodes per variant ({args.eval_envs} envs at once, seeds {args.seed}+), same weights for every row; "
+          f"latency = mean ms per `predict` at batch 1 over {args.latency_decisions} consecutive decisions "
+          f"(plan reuse included). Hardware: {meta['hardware']}.\n",
+          "| sampler | steps | replan every | warm start | normalized (mean ± std) | mean episode length | "
+          "ms / decision (batch 1) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    md += [f"| {r['sampler']} | {r['steps']} | {r['replan_every'] or 'once'} | {r['warm_start'] or '-'} | "
+           f"{r['normalized_mean']:.1f} ± {r['normalized_std']:.1f} | {r['episode_len_mean']:.0f} | "
+           f"{r['latency_ms_batch1']:.1f} |" for r in rows]
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    return "\n".join(md)
 
 
 def main() -> None:
@@ -96,21 +115,8 @@ def main() -> None:
                      "return_mean": float(res.returns.mean()), "episode_len_mean": float(res.lengths.mean()),
                      "latency_ms_batch1": lat, "eval_s": eval_s})
         print(rows[-1], flush=True)
-    meta = {"algo": args.algo, "agent": args.agent, "dataset": args.dataset, "episodes": args.episodes,
-            "eval_envs": args.eval_envs, "seed": args.seed, "config": agent.config.to_dict(), "hardware": hardware(),
-            "date": time.strftime("%Y-%m-%d %H:%M")}
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    md = [f"Planner `{args.algo}` checkpoint `{Path(args.agent).name}` on `{args.dataset}`: {args.episodes} deterministic "
-          f"episodes per variant ({args.eval_envs} envs at once, seeds {args.seed}+), same weights for every row; "
-          f"latency = median ms per `predict` at batch 1 over {args.latency_decisions} consecutive decisions "
-          f"(plan reuse included). Hardware: {meta['hardware']}.\n",
-          "| sampler | steps | replan every | warm start | normalized (mean ± std) | mean episode length | "
-          "ms / decision (batch 1) |", "|---|---:|---:|---:|---:|---:|---:|"]
-    md += [f"| {r['sampler']} | {r['steps']} | {r['replan_every'] or 'once'} | {r['warm_start'] or '-'} | "
-           f"{r['normalized_mean']:.1f} ± {r['normalized_std']:.1f} | {r['episode_len_mean']:.0f} | "
-           f"{r['latency_ms_batch1']:.1f} |" for r in rows]
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+        md = write(args, agent, rows, hardware())
+    print(md)
 
 
 if __name__ == "__main__":
