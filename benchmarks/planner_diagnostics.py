@@ -61,10 +61,7 @@ def main() -> None:
                                  generator=gen, x_init=x_init, start_index=start)
             plan_err[int(planner.sampler.timesteps[start])] = float((plans[:, 1] - obs[:, 1]).norm(dim=-1).mean())
         out["next_state_error_by_start_level"] = plan_err
-        pair = batch["mask"][:, :-1] * batch["mask"][:, 1:]
-        s, s_next = obs[:, :-1].reshape(-1, obs.shape[-1]), obs[:, 1:].reshape(-1, obs.shape[-1])
-        err = (agent.nets["inv_dyn"](s, s_next) - batch["actions"][:, :-1].reshape(-1, agent.act_dim)).pow(2).mean(-1)
-        out["inverse_dynamics_mse"] = float((err * pair.reshape(-1)).sum() / pair.sum())
+        out["inverse_dynamics_mse"] = float(agent.inverse_dynamics_loss(batch))
         acts = batch["actions"][:, :-1].reshape(-1, agent.act_dim)
         out["action_variance"] = float(acts.var(0).mean())
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))

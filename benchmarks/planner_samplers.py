@@ -10,7 +10,7 @@ fraction of the chain). Every variant is evaluated on the same seeds; decision l
         --seeds 0 --steps 3000 --save-dir /tmp/agents ...   # any trained planner checkpoint, or a zoo id
     python benchmarks/planner_samplers.py --algo decisiondiffuser --dataset diffagents/hopper/medium-v0 \\
         --agent /tmp/agents/decisiondiffuser-diffagents-hopper-medium-v0-s0-3000.zip \\
-        --variants ddpm:20:1 ddim:10:1 ddim:5:1 dpm:5:1 dpm:3:1 ddpm:20:4 --out results/planner_samplers_dd
+        --variants ddpm:20:1 ddim:10:1 ddim:5:1 dpm:5:1 dpm:3:1 ddpm:20:4 ddim:5:4 --out results/planner_samplers_dd_hopper
 """
 
 from __future__ import annotations

@@ -107,3 +107,14 @@ def test_set_sampler_swaps_the_act_time_sampler(cls: type, dataset: Any) -> None
     assert len(agent.ema.model.sampler.timesteps) == 3
     after, _ = agent.predict(obs, deterministic=True)
     assert after.shape == before.shape and not np.allclose(after, before)
+
+
+def test_every_planner_refuses_a_clip_without_a_bounded_normalizer() -> None:
+    from diffagents.agents.diffuser import DiffuserConfig
+    from diffagents.agents.madiff_config import MADiffConfig
+
+    for cfg in (DiffuserConfig, MADiffConfig):
+        cfg(clip_denoised=True, obs_normalization="minmax")
+        cfg(clip_denoised=False, obs_normalization="gaussian")
+        with pytest.raises(ValueError, match="obs_normalization"):
+            cfg(clip_denoised=True, obs_normalization="gaussian")

@@ -46,6 +46,13 @@ class AgentConfig:
                     "'gaussian', 'minmax', 'cdf' or 'none'", self.obs_normalization)
         self._check(self.precision in ("fp32", "bf16"), "precision", "'fp32' or 'bf16'", self.precision)
 
+    def _check_clip_is_bounded(self, clip_denoised: bool) -> None:
+        """Clipping the x0 estimate to [-1, 1] (``clip_denoised``) needs observations normalised into [-1, 1]:
+        only the ``"cdf"`` and ``"minmax"`` normalisers map them there (shared by the trajectory planners)."""
+        self._check(not clip_denoised or self.obs_normalization in ("cdf", "minmax"), "obs_normalization",
+                    "'cdf' or 'minmax' with clip_denoised=True (the clip needs states in [-1, 1]; set "
+                    "clip_denoised=False for other normalizers)", self.obs_normalization)
+
     def _check(self, ok: bool, name: str, expected: str, got: Any) -> None:
         if not ok:
             raise ValueError(f"{type(self).__name__}.{name}: expected {expected}, got {got!r}")

@@ -71,9 +71,7 @@ class DecisionDiffuserConfig(AgentConfig):
         self._check(self.horizon >= self.history + 2, "horizon", f">= history + 2 = {self.history + 2}", self.horizon)
         self._check(0.0 <= self.cfg_dropout < 1.0, "cfg_dropout", "in [0, 1)", self.cfg_dropout)
         self._check(self.returns_scale > 0, "returns_scale", "> 0", self.returns_scale)
-        self._check(not self.clip_denoised or self.obs_normalization in ("cdf", "minmax"), "obs_normalization",
-                    "'cdf' or 'minmax' with clip_denoised=True (the clip needs states in [-1, 1]; set "
-                    "clip_denoised=False for other normalizers)", self.obs_normalization)
+        self._check_clip_is_bounded(self.clip_denoised)
 
 
 class DecisionDiffuser(OfflineAgent):
@@ -110,15 +108,20 @@ class DecisionDiffuser(OfflineAgent):
         self.updaters["planner"].step(loss)
         assert self.ema is not None
         self.ema.update(planner, self.num_timesteps)
-        # inverse dynamics on consecutive real steps: a_t = f(s_t, s_{t+1})
+        inv_loss = self.inverse_dynamics_loss(batch)
+        self.updaters["inv_dyn"].step(inv_loss)
+        stats["inv_dyn_loss"] = inv_loss.detach()
+        return stats
+
+    def inverse_dynamics_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean squared error of ``a_t = f(s_t, s_{t+1})`` (Eq. 5) over the consecutive real steps of a window
+        batch (``observations`` ``(B, H, O)``, ``actions`` ``(B, H, A)``, ``mask`` ``(B, H)``)."""
+        obs, mask = batch["observations"], batch["mask"]
         pair = mask[:, :-1] * mask[:, 1:]  # (B, H-1)
         s, s_next = obs[:, :-1].reshape(-1, obs.shape[-1]), obs[:, 1:].reshape(-1, obs.shape[-1])
         pred = self.nets["inv_dyn"](s, s_next)  # (B*(H-1), A)
         err = (pred - batch["actions"][:, :-1].reshape(-1, self.act_dim)).pow(2).mean(-1) * pair.reshape(-1)
-        inv_loss = err.sum() / pair.sum().clamp_min(1.0)
-        self.updaters["inv_dyn"].step(inv_loss)
-        stats["inv_dyn_loss"] = inv_loss.detach()
-        return stats
+        return err.sum() / pair.sum().clamp_min(1.0)
 
     def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:

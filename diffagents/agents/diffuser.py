@@ -80,6 +80,7 @@ class DiffuserConfig(AgentConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check(self.horizon >= 2, "horizon", ">= 2", self.horizon)
+        self._check_clip_is_bounded(self.clip_denoised)
         self._check(self.n_samples >= 1, "n_samples", ">= 1", self.n_samples)
         self._check(self.execution in ("actions", "track"), "execution", "'actions' or 'track'", self.execution)
         self._check(self.replan_every is None or self.replan_every >= 1, "replan_every", ">= 1 or None",

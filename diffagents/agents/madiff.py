@@ -159,7 +159,6 @@ class MADiff:
     def _build(self) -> None:
         c, spec = self.config, self.spec
         n, d = spec.n_agents, spec.obs_dim
-        clip = c.clip_denoised and c.obs_normalization in ("cdf", "minmax")  # only these map data to [-1, 1]
         diffusion = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
                                       prediction_type=c.prediction_type)  # type: ignore[arg-type]
         unet = JointTemporalUNet(d, n, c.dim, c.dim_mults, cond_dim=1, activation=c.activation,
@@ -167,7 +166,7 @@ class MADiff:
                                  n_heads=c.n_heads, attention=c.attention)
         self.planner = JointPlanner(unet, diffusion, c.window, n, d, history=c.history, sampler=c.sampler,
                                     num_inference_steps=c.sampler_steps,
-                                    clip_sample=1.0 if clip else None).to(self.device)
+                                    clip_sample=1.0 if c.clip_denoised else None).to(self.device)
         self.inv_dyn = AgentInverseDynamics(d, spec.act_dim, n, shared=c.shared_inv_dyn,
                                             hidden=c.inv_hidden).to(self.device)
         self.ema = EMA(self.planner, decay=c.ema_decay, start_step=c.ema_start, update_every=c.ema_every)

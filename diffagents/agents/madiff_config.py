@@ -52,7 +52,7 @@ class MADiffConfig(AgentConfig):
         ema_decay / ema_start / ema_every: EMA of the planner used to act (0.995).
         replan_every: replan every k steps (1 = MADiff's per-step replanning).
         sampler / sampler_steps / clip_denoised: act-time sampler (DDPM over all levels; clip the x0 estimate to
-            [-1, 1], applied only with the ``"cdf"`` or ``"minmax"`` normalizers, whose data lie in [-1, 1]).
+            [-1, 1]; needs the ``"cdf"`` or ``"minmax"`` normalizer, whose data lie in [-1, 1], and is refused otherwise).
         pad_mode / loss_on_padding: windows past the episode end repeat the final observation (``"edge"``,
             MADiff's ``use_zero_padding=False``) and are trained on (``pred_future_padding=True``).
         grad_clip: optional gradient-norm clip.
@@ -96,6 +96,7 @@ class MADiffConfig(AgentConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check(self.history >= 0, "history", ">= 0", self.history)
+        self._check_clip_is_bounded(self.clip_denoised)
         self._check(self.horizon >= 2, "horizon", ">= 2", self.horizon)
         factor = 2 ** (len(self.dim_mults) - 1)
         self._check((self.history + self.horizon) % factor == 0, "horizon",
