@@ -260,7 +260,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             console.print_json(json.dumps(info))
         elif args.action == "eval":
             console.print_json(json.dumps(zoo.evaluate(args.id, n_episodes=args.episodes, seed=args.seed,
-                                                       device=args.device)))
+                                                       device=args.device, n_envs=args.n_envs)))
         else:  # enjoy
             from diffagents.zoo.enjoy import record_episode
 
@@ -386,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--episodes", type=int, default=20,
                    help="eval: episodes (for SynthER generators: sampled transitions checked against the simulator)")
     z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--n-envs", type=int, default=1,
+                   help="eval: env copies stepped together (the agent acts on a batch; single-agent entries)")
     z.add_argument("--device", default="auto")
     z.add_argument("--output", default=None, help="enjoy: GIF/MP4 path")
     z.add_argument("--no-progress", action="store_true")

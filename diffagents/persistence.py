@@ -54,13 +54,33 @@ def normalize_path(path: str | os.PathLike[str] | io.BufferedIOBase) -> Path:
     return p if p.suffix else p.with_suffix(".zip")
 
 
-def _flatten(weights: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def storage_dtype(name: str | None) -> torch.dtype | None:
+    """The storage dtype named ``name`` (None: keep every tensor's own dtype).
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`WEIGHTS_DTYPES`.
+    """
+    if name is None:
+        return None
+    if name not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights_dtype: expected None or one of {sorted(WEIGHTS_DTYPES)}, got {name!r}")
+    return WEIGHTS_DTYPES[name]
+
+
+def _flatten(weights: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype | None = None
+             ) -> dict[str, torch.Tensor]:
     flat: dict[str, torch.Tensor] = {}
     for name, sd in weights.items():
         if "." in name:
             raise ValueError(f"module name {name!r} must not contain '.'")
         for key, tensor in sd.items():
-            flat[f"{name}.{key}"] = tensor.detach().to("cpu").contiguous()
+            t = tensor.detach().to("cpu")
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            flat[f"{name}.{key}"] = t.contiguous()
     return flat
 
 
@@ -72,11 +92,21 @@ def _unflatten(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tenso
     return out
 
 
-def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
-    """Atomically write ``ckpt`` to ``path`` (".zip" is appended when the path has no suffix)."""
+def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint, *, weights_dtype: str | None = None) -> Path:
+    """Atomically write ``ckpt`` to ``path`` (".zip" is appended when the path has no suffix).
+
+    Args:
+        weights_dtype: store the floating-point weights in this dtype (``"float16"`` halves a float32 checkpoint, as the
+            zoo does); loading casts them back into the modules' own dtype. None keeps them as they are.
+            Normalizer statistics and other arrays are always stored exactly.
+    """
+    cast = storage_dtype(weights_dtype)
     target = normalize_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **ckpt.meta}
+    if cast is not None:
+        meta["weights_dtype"] = weights_dtype
+    flat = _flatten(ckpt.weights, cast)
     arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ckpt.arrays.items()}
     opt_buf = io.BytesIO()
     torch.save(ckpt.optimizers, opt_buf)
@@ -84,7 +114,7 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("diffagents.json", json.dumps(meta, indent=1, sort_keys=True))
-            zf.writestr("weights.safetensors", st_save(_flatten(ckpt.weights)))
+            zf.writestr("weights.safetensors", st_save(flat))
             zf.writestr("arrays.safetensors", st_save(arrays))
             zf.writestr("optimizers.pt", opt_buf.getvalue())
         umask = os.umask(0)

@@ -96,6 +96,39 @@ def test_save_load_same_actions(name: str, kwargs: dict[str, Any], dataset: Any,
 
 
 @pytest.mark.parametrize("name,kwargs", AGENTS)
+def test_half_precision_checkpoint(name: str, kwargs: dict[str, Any], dataset: Any, tmp_path: Path) -> None:
+    from diffagents.persistence import read_checkpoint
+
+    agent = build(name, kwargs, dataset).learn(4)
+    agent.save(tmp_path / "full.zip", exclude=["optimizers"])
+    agent.save(tmp_path / "half.zip", exclude=["optimizers"], weights_dtype="float16")
+    full, half = read_checkpoint(tmp_path / "full.zip"), read_checkpoint(tmp_path / "half.zip")
+    assert half.meta["weights_dtype"] == "float16" and "weights_dtype" not in full.meta
+    with zipfile.ZipFile(tmp_path / "full.zip") as zf_full, zipfile.ZipFile(tmp_path / "half.zip") as zf_half:
+        n_full = zf_full.getinfo("weights.safetensors").file_size
+        n_half = zf_half.getinfo("weights.safetensors").file_size
+    assert n_half < 0.6 * n_full
+    assert half.arrays.keys() == full.arrays.keys()  # normalizer statistics (and RNG states) stay exact
+    for key, value in full.arrays.items():
+        assert half.arrays[key].dtype == value.dtype
+        np.testing.assert_array_equal(half.arrays[key], value)
+    loaded = get_agent_class(name).load(tmp_path / "half.zip", env=gym.make("Pendulum-v1"))
+    for module, sd in full.weights.items():  # float32 modules holding exactly the float16-rounded weights
+        target = loaded.ema.model if module == "ema" else loaded.nets[module]
+        for key, value in target.state_dict().items():
+            if value.is_floating_point():
+                assert value.dtype == torch.float32
+                torch.testing.assert_close(value, sd[key].half().float(), rtol=0, atol=0)
+    obs = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    a_full, _ = agent.predict(obs, deterministic=True)
+    a_half, _ = loaded.predict(obs, deterministic=True)
+    assert a_half.shape == a_full.shape and agent.action_space.contains(a_half[0])
+    with pytest.raises(ValueError, match="weights_dtype.*'int8'"):
+        agent.save(tmp_path / "bad.zip", weights_dtype="int8")
+    assert not (tmp_path / "bad.zip").exists()
+
+
+@pytest.mark.parametrize("name,kwargs", AGENTS)
 def test_bad_inputs_raise_clear_errors(name: str, kwargs: dict[str, Any], dataset: Any, tmp_path: Path) -> None:
     agent = build(name, kwargs, dataset)
     with pytest.raises(ValueError, match="observation"):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffagents import zoo
 from diffagents.cli import main
@@ -121,9 +122,19 @@ def test_zoo_agents_reproduce_their_cards(zoo_id: str) -> None:
         n, count = 6, card["episodes"]
         key, std_key = ("normalized_mean", "normalized_std") if "normalized_mean" in card else ("return_mean",
                                                                                                   "return_std")
-    fresh = zoo.evaluate(zoo_id, n_episodes=n, seed=777)  # seeds never used for the card
+    entry = zoo.entries()[zoo_id]
+    n_envs = 1 if entry.generator or entry.multi_agent else n  # single agents: the n episodes side by side
+    fresh = zoo.evaluate(zoo_id, n_episodes=n, seed=777, n_envs=n_envs)  # seeds never used for the card
     tol = 3.0 * math.sqrt(card[std_key] ** 2 / n + card[std_key] ** 2 / count) + 1e-6
     assert abs(fresh[key] - card[key]) <= tol, json.dumps({"fresh": fresh, "card": card})
+
+
+def test_batched_zoo_evaluation_is_for_single_agents() -> None:
+    multi = [i for i in TRAINED if zoo.entries()[i].multi_agent or zoo.entries()[i].generator]
+    for zoo_id in multi[:1]:
+        with pytest.raises(ValueError, match="n_envs.*expected n_envs=1, got 2"):
+            zoo.evaluate(zoo_id, n_episodes=2, n_envs=2)
+    assert main(["zoo", "eval", AGENTS[0], "--n-envs", "0"]) == 2
 
 
 @pytest.mark.parametrize("zoo_id", AGENTS[:1])
@@ -145,6 +156,20 @@ def use_temporary_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("recipes", "weights", "cards"):
         (tmp_path / name).mkdir()
         monkeypatch.setattr(registry, name.upper(), tmp_path / name)
+
+
+def test_recipe_weights_dtype_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    use_temporary_zoo(tmp_path, monkeypatch)
+    base = {"algo": "IDQL", "dataset": "diffagents/pendulum/expert-v0", "steps": 1, "seed": 0}
+    (tmp_path / "recipes" / "idql-a.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "recipes" / "idql-b.yaml").write_text(yaml.safe_dump({**base, "weights_dtype": None}))
+    entries = zoo.entries()
+    assert entries["idql-a"].weights_dtype == "float16" and entries["idql-b"].weights_dtype is None
+    (tmp_path / "recipes" / "idql-c.yaml").write_text(yaml.safe_dump({**base, "weights_dtype": "int8"}))
+    with pytest.raises(ValueError, match="idql-c.yaml: weights_dtype.*'int8'"):
+        zoo.entries()
 
 
 def test_train_and_eval_madiff_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,6 +255,12 @@ def test_zoo_trains_loads_and_evaluates_a_madiff_entry(tmp_path: Path, monkeypat
     assert isinstance(agent, MADiff) and agent.agents == list(env_fn().possible_agents)
     obs, _ = env_fn().reset(seed=3)
     got, _ = agent.predict(obs, episode_start=np.array([True]), deterministic=True)
+    assert card["weights_dtype"] == "float16"  # the zoo ships half-size weights: the trained ones, rounded
+    with torch.no_grad():
+        for module in [*trained[0].nets.values(), trained[0].ema.model]:
+            for tensor in module.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.half().float())
     want, _ = trained[0].predict(obs, episode_start=np.array([True]), deterministic=True)
     assert set(got) == set(want)
     for a in want:

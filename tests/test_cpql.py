@@ -154,6 +154,11 @@ def test_online_save_load_round_trip_never_unpickles(online: OnlineCPQL, tmp_pat
     loaded = CPQL.load(tmp_path / "on.zip", env=make_vec_env("Pendulum-v1", n_envs=2))
     assert isinstance(loaded, OnlineCPQL) and loaded.num_timesteps == 300
     np.testing.assert_array_equal(before, loaded.predict(obs, deterministic=True)[0])
+    online.save(tmp_path / "half", exclude=["optimizers"], weights_dtype="float16")  # inference-only, half size
+    half = CPQL.load(tmp_path / "half.zip", env=gym.make("Pendulum-v1"))
+    for key, value in half.policy.actor.state_dict().items():
+        torch.testing.assert_close(value, online.policy.actor.state_dict()[key].half().float(), rtol=0, atol=0)
+    assert (tmp_path / "half.zip").stat().st_size < 0.6 * (tmp_path / "on.zip").stat().st_size
     loaded.learn(20, reset_num_timesteps=False)
     assert loaded.num_timesteps == 320
     with pytest.raises(CheckpointError, match="observation_space"):

@@ -40,13 +40,13 @@ class Generator(SingleAgent):
         agent.fit(steps=steps, progress_bar=progress_bar)
 
     @staticmethod
-    def save(agent: SynthER, path: Path) -> None:
-        agent.save(path)  # config + EMA/denoiser weights + normaliser statistics; no optimizer state
+    def save(agent: SynthER, path: Path, weights_dtype: str | None) -> None:
+        agent.save(path, weights_dtype=weights_dtype)  # config + EMA/denoiser weights + normaliser statistics
 
     @classmethod
-    def load(cls, entry: ZooEntry, env: Any, device: str) -> SynthER:
+    def load(cls, entry: ZooEntry, env: Any, device: str, path: Path | None = None) -> SynthER:
         """The fitted generator (it needs no env)."""
-        return cls.agent_class(entry).load(entry.weights, device=device)
+        return cls.agent_class(entry).load(path or entry.weights, device=device)
 
     @staticmethod
     def evaluate(agent: SynthER, env: Any, n_samples: int, seed: int, reference: Any = None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class ZooEntry:
     eval_episodes: int = 20
     dataset_size: int | None = None
     teacher: str | None = None
+    weights_dtype: str | None = "float16"  # storage dtype of the shipped weights (half size; loaded as float32)
 
     @property
     def weights(self) -> Path:
@@ -68,6 +69,8 @@ def _read_recipe(path: Path) -> ZooEntry:
     missing = [k for k in required if k not in data]
     if missing:
         raise ValueError(f"zoo recipe {path.name}: missing fields {missing}")
+    from diffagents.persistence import storage_dtype
+
     distilled = str(data["algo"]).lower() in DISTILLED_ALGOS
     if distilled != ("teacher" in data):
         raise ValueError(f"zoo recipe {path.name}: field 'teacher' is expected exactly for algo DistilledPolicy, "
@@ -76,7 +79,17 @@ def _read_recipe(path: Path) -> ZooEntry:
                     steps=int(data["steps"]), seed=int(data["seed"]),
                     hyperparameters=dict(data.get("hyperparameters") or {}),
                     eval_episodes=int(data.get("eval_episodes", 20)), dataset_size=data.get("dataset_size"),
-                    teacher=str(data["teacher"]) if distilled else None)
+                    teacher=str(data["teacher"]) if distilled else None,
+                    weights_dtype=_recipe_dtype(path, data, storage_dtype))
+
+
+def _recipe_dtype(path: Path, data: dict[str, Any], check: Any) -> str | None:
+    name = data.get("weights_dtype", "float16")
+    try:
+        check(name)
+    except ValueError as exc:
+        raise ValueError(f"zoo recipe {path.name}: {exc}") from None
+    return None if name is None else str(name)
 
 
 def entries() -> dict[str, ZooEntry]:
@@ -139,13 +152,14 @@ class SingleAgent:
         agent.learn(steps, progress_bar=progress_bar)
 
     @staticmethod
-    def save(agent: Any, path: Path) -> None:
-        agent.save(path, exclude=["optimizers"])  # inference-only: keeps the zoo small
+    def save(agent: Any, path: Path, weights_dtype: str | None) -> None:
+        agent.save(path, exclude=["optimizers"], weights_dtype=weights_dtype)  # inference-only: keeps the zoo small
 
     @classmethod
-    def load(cls, entry: ZooEntry, env: Any, device: str) -> Any:
-        """The trained agent, bound to ``env`` (default: :meth:`env`)."""
-        return cls.agent_class(entry).load(entry.weights, env=cls.env(entry) if env is None else env, device=device)
+    def load(cls, entry: ZooEntry, env: Any, device: str, path: Path | None = None) -> Any:
+        """The trained agent (from ``path``, default the entry's weights), bound to ``env`` (default: :meth:`env`)."""
+        return cls.agent_class(entry).load(path or entry.weights, env=cls.env(entry) if env is None else env,
+                                           device=device)
 
     @staticmethod
     def env(entry: ZooEntry, dataset: Any = None) -> Any:
@@ -170,11 +184,13 @@ class SingleAgent:
         return entry.env or json.loads(dataset.storage.metadata.get("eval_env_spec", "{}") or "{}").get("id")
 
     @staticmethod
-    def evaluate(agent: Any, env: Any, n_episodes: int, seed: int, reference: tuple[float, float] | None
-                 ) -> dict[str, Any]:
+    def evaluate(agent: Any, env: Any, n_episodes: int, seed: int, reference: tuple[float, float] | None,
+                 n_envs: int = 1) -> dict[str, Any]:
+        """Deterministic episodes on ``env`` (with ``n_envs > 1``, a zero-argument env factory: that many copies
+        stepped together, env ``i`` seeded ``seed + i``)."""
         from diffagents.evaluation import evaluate_agent
 
-        res = evaluate_agent(agent, env, n_episodes=n_episodes, seed=seed, ref_scores=reference)
+        res = evaluate_agent(agent, env, n_episodes=n_episodes, seed=seed, ref_scores=reference, n_envs=n_envs)
         return return_scores(res.returns, res.normalized, seed)
 
 
@@ -244,12 +260,25 @@ def _reference(entry: ZooEntry) -> tuple[float, float] | None:
     return reference_scores(make_dataset(entry.dataset, size=entry.dataset_size))
 
 
-def evaluate(zoo_id: str, n_episodes: int = 20, seed: int = 0, device: str = "auto") -> dict[str, Any]:
+def evaluate(zoo_id: str, n_episodes: int = 20, seed: int = 0, device: str = "auto", n_envs: int = 1
+             ) -> dict[str, Any]:
     """Evaluate a zoo entry on its env: mean/std of returns and normalized scores (team returns for multi-agent
-    entries); for generators, the dynamics fidelity of ``n_episodes`` sampled transitions."""
+    entries); for generators, the dynamics fidelity of ``n_episodes`` sampled transitions.
+
+    Args:
+        n_envs: single-agent entries only: step this many env copies together, so the agent acts on a batch (env
+            ``i`` seeded ``seed + i``; the episodes differ from a one-env run's, their distribution does not).
+    """
     entry = _entry(zoo_id)
+    if n_envs != 1 and (entry.multi_agent or entry.generator):
+        raise ValueError(f"n_envs: batched evaluation is for single-agent entries; {zoo_id!r} is a "
+                         f"{entry.algo} entry, expected n_envs=1, got {n_envs}")
     agent = load(zoo_id, device=device)
-    result: dict[str, Any] = _backend(entry).evaluate(agent, _env(entry), n_episodes, seed, _reference(entry))
+    backend = _backend(entry)
+    if n_envs == 1:
+        result: dict[str, Any] = backend.evaluate(agent, _env(entry), n_episodes, seed, _reference(entry))
+    else:
+        result = backend.evaluate(agent, lambda: _env(entry), n_episodes, seed, _reference(entry), n_envs=n_envs)
     return result
 
 
@@ -269,12 +298,13 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     backend.learn(agent, entry.steps, progress_bar)
     wall = time.perf_counter() - t0
     weights = (out_dir / f"{zoo_id}.zip") if out_dir else entry.weights
-    backend.save(agent, weights)
-    evaluation = backend.evaluate(agent, env, entry.eval_episodes, 10_000 + entry.seed, _reference(entry))
+    backend.save(agent, weights, entry.weights_dtype)
+    shipped = backend.load(entry, env, device, weights)  # the card scores the stored (e.g. float16) weights
+    evaluation = backend.evaluate(shipped, env, entry.eval_episodes, 10_000 + entry.seed, _reference(entry))
     info = {
         "id": zoo_id, "algo": type(agent).__name__, "dataset": ds.spec.dataset_id, "dataset_size": ds.total_steps,
         "env": backend.env_label(entry, ds), "gradient_steps": entry.steps, "seed": entry.seed,
-        "hyperparameters": hyper, "hardware": hardware(), "device": str(agent.device), "wall_time_s": round(wall, 1),
+        "hyperparameters": hyper, "weights_dtype": entry.weights_dtype or "float32", "hardware": hardware(), "device": str(agent.device), "wall_time_s": round(wall, 1),
         "command": f"diffagents zoo train {zoo_id}", "date": time.strftime("%Y-%m-%d"),
         "evaluation": evaluation, "weights_bytes": weights.stat().st_size, **backend.card_extra(entry),
     }

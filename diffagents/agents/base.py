@@ -407,17 +407,20 @@ class OfflineAgent(BaseAlgorithm):
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         """Restore what :meth:`_extra_state` saved (override)."""
 
-    def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:  # type: ignore[override]
+    def save(self, path: Any, exclude: Any = None, include: Any = None, *,  # type: ignore[override]
+             weights_dtype: str | None = None) -> None:
         """Atomically write a pickle-free checkpoint (``.zip`` is appended if ``path`` has no suffix).
 
         Args:
             exclude: names of parts to leave out; ``["optimizers"]`` writes an inference-only file (about a third
                 of the size; training can continue from it with fresh optimizer state).
+            weights_dtype: ``"float16"`` / ``"bfloat16"`` store the network weights at half size (the zoo's
+                setting); loading casts them back to float32. None stores them exactly.
         """
         ckpt = agent_checkpoint(self)
         if exclude and "optimizers" in exclude:
             ckpt.optimizers = {}
-        save_checkpoint(path, ckpt)
+        save_checkpoint(path, ckpt, weights_dtype=weights_dtype)
 
     @classmethod
     def load(cls, path: Any, env: Any = None, device: torch.device | str = "auto",  # type: ignore[override]

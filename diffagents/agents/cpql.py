@@ -328,8 +328,10 @@ class OnlineCPQL(OffPolicyAlgorithm):
                              progress_bar=progress_bar)
 
     # ------------------------------------------------------------------ pickle-free persistence
-    def save(self, path: Any, exclude: Any = None, include: Any = None) -> None:  # type: ignore[override]
-        """Atomically write a JSON + safetensors checkpoint (the replay buffer is not saved)."""
+    def save(self, path: Any, exclude: Any = None, include: Any = None, *,  # type: ignore[override]
+             weights_dtype: str | None = None) -> None:
+        """Atomically write a JSON + safetensors checkpoint (the replay buffer is not saved); ``exclude`` and
+        ``weights_dtype`` as in :meth:`OfflineAgent.save`."""
         p = self.policy
         weights = {"actor": p.actor.state_dict(), "critic": p.critic.state_dict(),
                    "critic_target": p.critic_target.state_dict(), "ema": p.ema.model.state_dict()}
@@ -337,8 +339,8 @@ class OnlineCPQL(OffPolicyAlgorithm):
                 "observation_space": space_to_dict(self.observation_space),
                 "action_space": space_to_dict(self.action_space), "num_timesteps": int(self.num_timesteps),
                 "n_updates": int(self._n_updates), "ema_num_updates": p.ema.num_updates}
-        save_checkpoint(path, Checkpoint(meta=meta, weights=weights,
-                                         optimizers={k: u.state_dict() for k, u in p.updaters.items()}))
+        optim = {} if exclude and "optimizers" in exclude else {k: u.state_dict() for k, u in p.updaters.items()}
+        save_checkpoint(path, Checkpoint(meta=meta, weights=weights, optimizers=optim), weights_dtype=weights_dtype)
 
     @classmethod
     def load(cls, path: Any, env: Any = None, device: torch.device | str = "auto",  # type: ignore[override]
@@ -361,7 +363,8 @@ class OnlineCPQL(OffPolicyAlgorithm):
                 getattr(p, name).load_state_dict(ckpt.weights[name])
             p.ema.model.load_state_dict(ckpt.weights["ema"])
             for name, upd in p.updaters.items():
-                upd.load_state_dict(ckpt.optimizers[name])
+                if name in ckpt.optimizers:  # absent from an inference-only file
+                    upd.load_state_dict(ckpt.optimizers[name])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {str(path)!r} does not match this configuration: {exc}") from exc
         p.ema.num_updates = int(ckpt.meta.get("ema_num_updates", 0))

@@ -345,11 +345,11 @@ class MADiff:
         return plans.view(m, -1, n, c.window, self.spec.obs_dim).permute(0, 3, 1, 2, 4)  # (M, W, R, N, D)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: Any, exclude: Any = None) -> None:
+    def save(self, path: Any, exclude: Any = None, *, weights_dtype: str | None = None) -> None:
         """Atomically write a pickle-free checkpoint (``.zip`` is appended when ``path`` has no suffix); see
         :func:`~diffagents.agents.madiff_checkpoint.save_madiff`. ``exclude=["optimizers"]`` writes an
-        inference-only file (as :meth:`OfflineAgent.save`)."""
-        save_madiff(self, path, optimizers="optimizers" not in (exclude or ()))
+        inference-only file and ``weights_dtype`` a half-size one (as :meth:`OfflineAgent.save`)."""
+        save_madiff(self, path, optimizers="optimizers" not in (exclude or ()), weights_dtype=weights_dtype)
 
     @classmethod
     def load(cls, path: Any, env: Any = None, device: torch.device | str = "auto", dataset: Any = None) -> MADiff:

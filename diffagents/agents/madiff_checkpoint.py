@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from diffagents.agents.madiff import MADiff
 
 
-def save_madiff(agent: MADiff, path: Any, *, optimizers: bool = True) -> None:
+def save_madiff(agent: MADiff, path: Any, *, optimizers: bool = True, weights_dtype: str | None = None) -> None:
     """Atomically write ``agent`` to ``path`` (``.zip`` is appended when ``path`` has no suffix); without the
-    optimizer states when ``optimizers`` is False (inference-only)."""
+    optimizer states when ``optimizers`` is False (inference-only), the weights stored as ``weights_dtype``
+    (see :func:`~diffagents.persistence.save_checkpoint`)."""
     arrays: dict[str, np.ndarray] = {}
     norm_meta = None
     if agent.normalizer is not None:
@@ -42,7 +43,8 @@ def save_madiff(agent: MADiff, path: Any, *, optimizers: bool = True) -> None:
     if agent.targets is not None:
         arrays["targets"] = agent.targets
     optim = {name: u.state_dict() for name, u in agent.updaters.items()} if optimizers else {}
-    save_checkpoint(path, Checkpoint(meta=meta, weights=weights, arrays=arrays, optimizers=optim))
+    save_checkpoint(path, Checkpoint(meta=meta, weights=weights, arrays=arrays, optimizers=optim),
+                    weights_dtype=weights_dtype)
 
 
 def load_madiff(cls: type[MADiff], path: Any, env: Any = None, device: torch.device | str = "auto",

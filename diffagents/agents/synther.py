@@ -376,9 +376,10 @@ class SynthER:
         return out
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str]) -> str:
-        """Atomically write config JSON + safetensors weights + normaliser statistics (no pickle)."""
-        return save_synther(self, path)
+    def save(self, path: str | os.PathLike[str], *, weights_dtype: str | None = None) -> str:
+        """Atomically write config JSON + safetensors weights + normaliser statistics (no pickle); the weights
+        stored as ``weights_dtype`` (``"float16"``: half size, see :func:`~diffagents.persistence.save_checkpoint`)."""
+        return save_synther(self, path, weights_dtype=weights_dtype)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto") -> SynthER:

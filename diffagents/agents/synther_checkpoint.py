@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from diffagents.agents.synther import SynthER
 
 
-def save_synther(gen: SynthER, path: str | os.PathLike[str]) -> str:
-    """Atomically write ``gen``: config JSON + safetensors weights + normaliser statistics (no pickle)."""
+def save_synther(gen: SynthER, path: str | os.PathLike[str], *, weights_dtype: str | None = None) -> str:
+    """Atomically write ``gen``: config JSON + safetensors weights (as ``weights_dtype``) + normaliser statistics
+    (no pickle)."""
     weights = {"denoiser": gen.synth.denoiser.state_dict()}
     if gen.ema is not None:
         weights["ema"] = gen.ema.model.state_dict()
@@ -32,7 +33,8 @@ def save_synther(gen: SynthER, path: str | os.PathLike[str]) -> str:
             "observation_space": space_to_dict(gen.observation_space),
             "action_space": space_to_dict(gen.action_space), "seed": gen.seed,
             "num_timesteps": gen.num_timesteps, "fit_log": gen.fit_log}
-    return str(save_checkpoint(path, Checkpoint(meta=meta, weights=weights, arrays=arrays)))
+    return str(save_checkpoint(path, Checkpoint(meta=meta, weights=weights, arrays=arrays),
+                               weights_dtype=weights_dtype))
 
 
 def load_synther(cls: type[SynthER], path: str | os.PathLike[str], *, device: str | torch.device = "auto"
