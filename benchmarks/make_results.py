@@ -18,7 +18,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("agent_speed", "Agent training throughput and decision latency"),
     ("offline_pendulum", "Offline RL quality on Pendulum (ours vs d3rlpy)"),
     ("offline_mujoco", "Offline RL quality on Hopper / HalfCheetah (ours vs d3rlpy)"),
-    ("offline_mujoco_planners", "Planners on Hopper / HalfCheetah (Decision Diffuser vs d3rlpy)"),
+    ("offline_mujoco_planners", "Planners on Hopper / HalfCheetah (Diffuser and Decision Diffuser vs d3rlpy)"),
     ("planner_samplers_dd_hopper", "Planner act-time samplers and plan reuse: score and latency (Decision Diffuser, Hopper medium)"),
     ("online_cpql_pendulum", "Online CPQL vs SAC on Pendulum (learning curves)"),
     ("online_cpql_hopper", "Online CPQL vs SAC on Hopper-v5 (learning curves)"),
@@ -45,7 +45,11 @@ def zoo_table() -> str:
     cards = [json.loads(path.read_text()) for path in paths]
     agents = [c for c in cards if "episodes" in c["evaluation"]]
     generators = [c for c in cards if "samples" in c["evaluation"]]
-    return agent_table(agents) + (generator_table(generators) if generators else "")
+    dtypes = sorted({c.get("weights_dtype", "float32") for c in cards})
+    size = sum(c["weights_bytes"] for c in cards) / 2**20
+    footer = (f"\nWeights stored as {' / '.join(dtypes)} (card field `weights_dtype`; loaded into float32 modules); "
+              f"{len(cards)} entries, {size:.1f} MiB in all (budget: 100 MiB).\n")
+    return agent_table(agents) + (generator_table(generators) if generators else "") + footer
 
 
 def agent_table(cards: list[dict]) -> str:
