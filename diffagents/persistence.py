@@ -79,7 +79,11 @@ def _flatten(weights: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype | N
         for key, tensor in sd.items():
             t = tensor.detach().to("cpu")
             if dtype is not None and t.is_floating_point():
-                t = t.to(dtype)
+                cast = t.to(dtype)
+                if not torch.equal(torch.isfinite(cast), torch.isfinite(t)):
+                    raise ValueError(f"weights_dtype: {name}.{key} has values outside the {dtype} range (max |x| = "
+                                     f"{t.abs().max().item():.3g}); save it with weights_dtype=None")
+                t = cast
             flat[f"{name}.{key}"] = t.contiguous()
     return flat
 

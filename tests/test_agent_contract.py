@@ -128,6 +128,18 @@ def test_half_precision_checkpoint(name: str, kwargs: dict[str, Any], dataset: A
     assert not (tmp_path / "bad.zip").exists()
 
 
+def test_half_precision_refuses_weights_it_cannot_hold(tmp_path: Path) -> None:
+    from diffagents.persistence import Checkpoint, read_checkpoint, save_checkpoint
+
+    weights = {"value": {"scale": torch.tensor([1.0, 7e4]), "steps": torch.tensor([3])}}
+    with pytest.raises(ValueError, match=r"weights_dtype: value\.scale .*torch\.float16.*7e\+04"):
+        save_checkpoint(tmp_path / "big.zip", Checkpoint(meta={}, weights=weights), weights_dtype="float16")
+    assert not (tmp_path / "big.zip").exists()
+    save_checkpoint(tmp_path / "big.zip", Checkpoint(meta={}, weights=weights), weights_dtype="bfloat16")  # in range
+    stored = read_checkpoint(tmp_path / "big.zip").weights["value"]
+    assert stored["scale"].dtype == torch.bfloat16 and stored["steps"].dtype == torch.int64
+
+
 @pytest.mark.parametrize("name,kwargs", AGENTS)
 def test_bad_inputs_raise_clear_errors(name: str, kwargs: dict[str, Any], dataset: Any, tmp_path: Path) -> None:
     agent = build(name, kwargs, dataset)
