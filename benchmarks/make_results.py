@@ -18,6 +18,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("agent_speed", "Agent training throughput and decision latency"),
     ("offline_pendulum", "Offline RL quality on Pendulum (ours vs d3rlpy)"),
     ("offline_mujoco", "Offline RL quality on Hopper / HalfCheetah (ours vs d3rlpy)"),
+    ("offline_cpql_recon", "CPQL BC term: consistency loss (paper) vs reconstruction loss (official code)"),
     ("offline_mujoco_planners", "Planners on Hopper / HalfCheetah (Diffuser and Decision Diffuser vs d3rlpy)"),
     ("planner_samplers_dd_hopper", "Planner act-time samplers and plan reuse: score and latency (Decision Diffuser, Hopper medium)"),
     ("online_cpql_pendulum", "Online CPQL vs SAC on Pendulum (learning curves)"),

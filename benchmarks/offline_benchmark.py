@@ -109,19 +109,21 @@ def ds_flattener(ds: Any) -> Any:
     return ObsFlattener.from_space(ds.observation_space)
 
 
-def table(paths: list[Path], only: list[str] | None = None) -> str:
+def table(paths: list[Path], only: list[str] | None = None, split: list[str] | None = None) -> str:
     """Markdown table of normalized scores (mean +- std over seeds) per dataset and algorithm, with the average
-    over the datasets for every algorithm run on all of them; ``only`` keeps those algorithms."""
+    over the datasets for every algorithm run on all of them; ``only`` keeps those algorithms; ``split`` names
+    hyperparameters whose value (where a run's ``--hyper`` set it) gives the run its own column."""
     runs = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
     runs = [r for r in runs if only is None or r["algo"] in only]
     scores: dict[tuple[str, str], list[float]] = defaultdict(list)
     meta: dict[tuple[str, str], dict[str, Any]] = {}
     for r in runs:
-        key = (r["dataset"], r["algo"])
+        label = r["algo"] + "".join(f" {k}={r['hyper'][k]}" for k in split or () if k in r.get("hyper", {}))
+        key = (r["dataset"], label)
         scores[key].append(float(np.mean(r["normalized"])))
         meta[key] = r
     datasets = sorted({k[0] for k in scores})
-    algos = sorted({k[1] for k in scores}, key=lambda a: (a in D3RLPY, a))
+    algos = sorted({k[1] for k in scores}, key=lambda a: (a in D3RLPY, a))  # d3rlpy columns last
     lines = ["| dataset | " + " | ".join(algos) + " |", "|---|" + "---:|" * len(algos)]
     for d in datasets:
         cells = []
@@ -155,9 +157,11 @@ def main() -> None:
     p.add_argument("--save-dir", type=Path, default=None, help="save each trained agent of ours here")
     p.add_argument("--table", nargs="*", default=None, help="print the markdown table of results files and exit")
     p.add_argument("--only", nargs="*", default=None, help="with --table: the algorithms to show")
+    p.add_argument("--split", nargs="*", default=None, help="with --table: hyperparameters whose value (where "
+                   "--hyper set it) gives a run its own column, e.g. --split bc_loss")
     args = p.parse_args()
     if args.table:
-        print(table([Path(t) for t in args.table], args.only))
+        print(table([Path(t) for t in args.table], args.only, args.split))
         return
     torch.set_num_threads(1)
     from common import hardware

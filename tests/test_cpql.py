@@ -18,7 +18,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from diffagents.agents.cpql import CPQL, CPQLConfig, OfflineCPQL, OnlineCPQL
+from diffagents.agents.cpql import CPQL, CPQLConfig, OfflineCPQL, OnlineCPQL, cpql_train_step
 from diffagents.diffusion import karras_sigmas
 from diffagents.nn import MLPDenoiser
 from diffagents.persistence import CheckpointError
@@ -97,6 +97,27 @@ def test_consistency_loss_matches_the_formula() -> None:
     assert all(p.grad is None for p in target.parameters())
     with pytest.raises(ValueError, match="n_scales"):
         actor.consistency_loss(actions, obs, target, 1)
+
+
+@pytest.mark.parametrize("online,bc_loss,term", [(False, None, "recon_loss"), (True, None, "consistency_loss"),
+                                                  (False, "consistency", "consistency_loss"), (True, "recon", "recon_loss")])
+def test_bc_term_is_the_mode_default_or_the_chosen_one(online: bool, bc_loss: str | None, term: str,
+                                                      tmp_path: Path) -> None:
+    """Offline CPQL trains on the official code's reconstruction term by default, online on the consistency loss."""
+    import dataclasses
+
+    ds = make_pendulum_dataset(tmp_path, dataset_id="test/pendulum/cpql-bc-v0", episodes=2)
+    agent = CPQL(env=gym.make("Pendulum-v1"), dataset=ds, **SMALL)
+    config = dataclasses.replace(agent.config, bc_loss=bc_loss)
+    g = torch.Generator().manual_seed(0)
+    batch = {"obs": torch.randn(16, 3, generator=g), "action": torch.rand(16, 1, generator=g) * 2 - 1,
+             "reward": torch.randn(16, generator=g), "next_obs": torch.randn(16, 3, generator=g),
+             "terminated": torch.zeros(16)}
+    stats = cpql_train_step(agent.actor, agent.ema, agent.nets["critic"], agent.nets["critic_target"],  # type: ignore[arg-type]
+                            agent.updaters, batch, config, online=online, step=0, progress=0.0)
+    other = "consistency_loss" if term == "recon_loss" else "recon_loss"
+    assert stats["bc_loss"] == stats[term] and stats["bc_loss"] != stats[other]
+    assert config.resolved_bc_loss(online) == term.removesuffix("_loss")
 
 
 def test_factory_dispatch_and_mode_defaults(tmp_path: Path) -> None:
