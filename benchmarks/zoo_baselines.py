@@ -4,9 +4,11 @@ For each trained zoo entry (or the ids given), every baseline is trained on the 
 number of gradient steps with the entry's seed, evaluated for the entry's number of episodes on the same eval env
 (seeds 10000 + seed + i, deterministic), and stored in the card under ``baselines``:
 ``{algo: {steps, seed, episodes, return_mean, return_std, normalized_mean, normalized_std, train_s}}``.
-``make_results.py`` prints them next to the zoo entry.
+``make_results.py`` prints them next to the zoo entry. A baseline another card already holds for the same dataset
+(and size), eval env, gradient steps, seed and episode count is the same run, so it is copied (with
+``"copied_from": <that card's id>``) instead of trained again; ``--retrain`` trains it anyway.
 
-    OMP_NUM_THREADS=1 python benchmarks/zoo_baselines.py [ZOO_ID ...] [--algos bc td3+bc iql]
+    OMP_NUM_THREADS=1 python benchmarks/zoo_baselines.py [ZOO_ID ...] [--algos bc td3+bc iql] [--retrain]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ids", nargs="*", help="zoo ids (default: every card)")
     p.add_argument("--algos", nargs="+", default=["bc", "td3+bc", "iql"])
+    p.add_argument("--retrain", action="store_true", help="train every baseline even if another card has the run")
     args = p.parse_args()
     torch.set_num_threads(1)
     from common import hardware
@@ -42,6 +45,12 @@ def main() -> None:
         ref = reference_scores(ds)
         episodes = card["evaluation"]["episodes"]
         for algo in args.algos:
+            done = None if args.retrain else same_run(card, algo, path)
+            if done is not None:
+                card.setdefault("baselines", {})[algo] = done
+                path.write_text(json.dumps(card, indent=1) + "\n")
+                print(f"{path.stem} {algo}: copied from {done['copied_from']}", flush=True)
+                continue
             env = ds.recover_environment(eval_env=True)
             r = run_d3rlpy(algo, ds, env, card["seed"], card["gradient_steps"], episodes)
             rets = np.asarray(r["returns"])
@@ -54,6 +63,21 @@ def main() -> None:
             card.setdefault("baselines", {})[algo] = entry
             path.write_text(json.dumps(card, indent=1) + "\n")
             print(f"{path.stem} {algo}: {entry}", flush=True)
+
+
+def same_run(card: dict, algo: str, path: Path) -> dict | None:
+    """The ``algo`` baseline of another card trained on the same data, steps and seed and evaluated alike."""
+    key = ("dataset", "dataset_size", "env", "gradient_steps", "seed")
+    for other_path in sorted(CARDS.glob("*.json")):
+        if other_path == path:
+            continue
+        other = json.loads(other_path.read_text())
+        done = other.get("baselines", {}).get(algo)
+        if (done is not None and "copied_from" not in done and all(other.get(k) == card.get(k) for k in key)
+                and done["episodes"] == card["evaluation"]["episodes"]
+                and other["evaluation"].get("seed") == card["evaluation"].get("seed")):
+            return {**done, "copied_from": other_path.stem}
+    return None
 
 
 if __name__ == "__main__":
