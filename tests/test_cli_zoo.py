@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import torch
 
@@ -104,7 +105,10 @@ def test_zoo_registry_is_consistent() -> None:
             if entry.generator:  # judged by dynamics fidelity of sampled transitions
                 assert card["evaluation"]["samples"] >= 1000
             else:
-                assert card["evaluation"]["episodes"] >= 20
+                ev = card["evaluation"]
+                assert ev["episodes"] >= 20
+                lo, hi = card["reference_scores"]  # what zoo.evaluate normalizes with (no dataset needed)
+                assert ev["normalized_mean"] == pytest.approx(100 * (ev["return_mean"] - lo) / (hi - lo))
             total += entry.weights.stat().st_size
     assert total < 100 * 2**20
 
@@ -118,8 +122,11 @@ def test_zoo_agents_reproduce_their_cards(zoo_id: str) -> None:
     card = zoo.card(zoo_id)["evaluation"]
     if "samples" in card:  # a generator: next-state error of fresh samples against the simulator
         n, count, (key, std_key) = 1000, card["samples"], ("next_std_mse_mean", "next_std_mse_std")
-    else:
-        n, count = 6, card["episodes"]
+    else:  # 6 episodes, fewer for long-episode envs (about 3000 env steps at most, at least 3 episodes)
+        count = card["episodes"]
+        env = zoo.card(zoo_id)["env"]
+        limit = gym.spec(env).max_episode_steps if isinstance(env, str) else None  # multi-agent: a constructor
+        n = max(3, min(6, 3000 // limit)) if limit else 6
         key, std_key = ("normalized_mean", "normalized_std") if "normalized_mean" in card else ("return_mean",
                                                                                                   "return_std")
     fresh = zoo.evaluate(zoo_id, n_episodes=n, seed=777)  # seeds never used for the card; one env, as the card
@@ -345,3 +352,18 @@ def test_zoo_distills_a_one_step_student_of_a_zoo_teacher(tmp_path: Path, monkey
         yaml.safe_dump({k: v for k, v in student.items() if k != "teacher"}))
     with pytest.raises(ValueError, match="field 'teacher'"):
         zoo.entries()
+
+
+def test_evaluation_reads_reference_scores_from_the_card(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring a zoo agent never regenerates its (possibly 1M-step) dataset just for the normalization scores."""
+    from diffagents.zoo import registry
+
+    import diffagents.data
+
+    def no_dataset(*args: object, **kwargs: object) -> None:
+        raise AssertionError("zoo evaluation must not build the dataset")
+
+    monkeypatch.setattr(diffagents.data, "make_dataset", no_dataset)
+    for zoo_id in AGENTS:
+        lo, hi = zoo.card(zoo_id)["reference_scores"]
+        assert registry._reference(zoo.entries()[zoo_id]) == (lo, hi)

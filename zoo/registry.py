@@ -252,7 +252,19 @@ def load(zoo_id: str, env: Any = None, device: str = "auto") -> Any:
 
 
 def _reference(entry: ZooEntry) -> tuple[float, float] | None:
-    """The dataset's normalization scores (None for generators, which are not scored by returns)."""
+    """The dataset's normalization scores (None for generators, which are not scored by returns): the card's
+    ``reference_scores`` when it has them, so evaluating an entry needs no copy of its dataset."""
+    if entry.generator:
+        return None
+    if entry.card_path.is_file():
+        stored = json.loads(entry.card_path.read_text()).get("reference_scores")
+        if stored is not None:
+            return float(stored[0]), float(stored[1])
+    return _dataset_reference(entry)
+
+
+def _dataset_reference(entry: ZooEntry) -> tuple[float, float] | None:
+    """The normalization scores stored in the entry's dataset (generated first if it is not on disk)."""
     if entry.generator:
         return None
     from diffagents.data import make_dataset, reference_scores
@@ -306,13 +318,15 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     weights = (out_dir / f"{zoo_id}.zip") if out_dir else entry.weights
     backend.save(agent, weights, entry.weights_dtype)
     shipped = backend.load(entry, env, device, weights)  # the card scores the stored (e.g. float16) weights
-    evaluation = backend.evaluate(shipped, env, entry.eval_episodes, 10_000 + entry.seed, _reference(entry))
+    reference = _dataset_reference(entry)
+    evaluation = backend.evaluate(shipped, env, entry.eval_episodes, 10_000 + entry.seed, reference)
     info = {
         "id": zoo_id, "algo": type(agent).__name__, "dataset": ds.spec.dataset_id, "dataset_size": ds.total_steps,
         "env": backend.env_label(entry, ds), "gradient_steps": entry.steps, "seed": entry.seed,
         "hyperparameters": hyper, "weights_dtype": entry.weights_dtype or "float32", "hardware": hardware(), "device": str(agent.device), "wall_time_s": round(wall, 1),
         "command": f"diffagents zoo train {zoo_id}", "date": time.strftime("%Y-%m-%d"),
-        "evaluation": evaluation, "weights_bytes": weights.stat().st_size, **backend.card_extra(entry),
+        "evaluation": evaluation, "reference_scores": list(reference) if reference else None,
+        "weights_bytes": weights.stat().st_size, **backend.card_extra(entry),
     }
     card_path = (out_dir / f"{zoo_id}.json") if out_dir else entry.card_path
     card_path.write_text(json.dumps(info, indent=1) + "\n")
