@@ -4,7 +4,8 @@ Loads one trained planner checkpoint (Diffuser or DecisionDiffuser) and evaluate
 once per act-time variant, without retraining: the sampler and step count (``set_sampler``), ``replan_every``
 (receding-horizon plan reuse) and, for Diffuser, ``warm_start`` (the shifted previous plan re-noised to that
 fraction of the chain). Every variant is evaluated on the same seeds; decision latency (mean) is timed at batch 1
-(one thread) over consecutive decisions of one episode, so plan reuse shows up in it.
+(one thread) over consecutive decisions of one episode, so plan reuse shows up in it. A rerun with the same
+``--out``, checkpoint and protocol keeps the variants already measured and runs only the others.
 
     python benchmarks/offline_benchmark.py --datasets diffagents/hopper/medium-v0 --algos decisiondiffuser \\
         --seeds 0 --steps 3000 --save-dir /tmp/agents ...   # any trained planner checkpoint, or a zoo id
@@ -48,6 +49,16 @@ def batch1_latency_ms(agent: Any, env: Any, decisions: int, seed: int) -> float:
             obs, _ = env.reset()
             state = None
     return 1e3 * float(np.mean(times))
+
+
+def previous_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The rows of OUT.json when it was written for the same checkpoint, dataset and evaluation protocol."""
+    path = args.out.with_suffix(".json")
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    same = all(old["meta"][k] == getattr(args, k) for k in ("algo", "agent", "dataset", "episodes", "eval_envs", "seed"))
+    return list(old["rows"]) if same else []
 
 
 def write(args: argparse.Namespace, agent: Any, rows: list[dict[str, Any]], hardware: str) -> str:
@@ -96,9 +107,11 @@ def main() -> None:
         from diffagents import zoo
 
         agent = zoo.load(args.agent)
-    rows = []
+    rows = previous_rows(args)
     for text in args.variants:
         v = parse_variant(text)
+        if any(all(r[k] == v[k] for k in v) for r in rows):
+            continue  # measured by an earlier, interrupted run with the same checkpoint and protocol
         if v["warm_start"] is not None and not hasattr(agent.config, "warm_start"):
             raise SystemExit(f"--variants {text}: {type(agent).__name__} has no warm_start")
         agent.set_sampler(v["sampler"], v["steps"])

@@ -142,7 +142,7 @@ def test_batched_zoo_evaluation_is_for_single_agents() -> None:
     assert main(["zoo", "eval", AGENTS[0], "--n-envs", "0"]) == 2
 
 
-@pytest.mark.parametrize("zoo_id", AGENTS[:1])
+@pytest.mark.parametrize("zoo_id", [i for i in AGENTS if zoo.card(i)["env"] == "Pendulum-v1"][:1])
 def test_enjoy_records_a_gif(zoo_id: str, tmp_path: Path) -> None:
     import imageio.v2 as imageio
     from diffagents.zoo.enjoy import record_episode
@@ -151,6 +151,18 @@ def test_enjoy_records_a_gif(zoo_id: str, tmp_path: Path) -> None:
     path = record_episode(zoo_id, tmp_path / "episode.gif", max_steps=20)
     frames = imageio.mimread(path)
     assert len(frames) == 21 and frames[0].ndim == 3
+
+
+def test_enjoy_names_the_opengl_setting_when_mujoco_cannot_render(tmp_path: Path) -> None:
+    from diffagents.zoo.enjoy import record_episode
+
+    zoo_id = next(i for i in AGENTS if zoo.card(i)["env"] in ("Hopper-v5", "HalfCheetah-v5"))
+    try:
+        path = record_episode(zoo_id, tmp_path / "episode.gif", max_steps=2)
+    except RuntimeError as exc:  # this machine has no OpenGL backend for MuJoCo
+        assert "MUJOCO_GL=egl" in str(exc) and zoo_id in str(exc)
+    else:
+        assert path.is_file()
 
 
 def use_temporary_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,7 @@ def record_episode(zoo_id: str, path: str | Path, *, seed: int = 0, max_steps: i
         env = gym.make(base.spec.id, render_mode="rgb_array", **(base.spec.kwargs or {})) if base.spec else base
     agent = load(zoo_id, env=env)
     obs, _ = env.reset(seed=seed)
-    frames = [env.render()]
+    frames = [first_frame(env, zoo_id)]
     state, start = None, np.array([True])
     for _ in range(max_steps):
         action, state = agent.predict(obs, state=state, episode_start=start, deterministic=True)
@@ -48,3 +48,14 @@ def record_episode(zoo_id: str, path: str | Path, *, seed: int = 0, max_steps: i
         images = [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.LANCZOS)) for f in images]
     imageio.mimsave(out, images, duration=1000 / fps)
     return out
+
+
+def first_frame(env: Any, zoo_id: str) -> Any:
+    """``env.render()``, with the setting to change named when MuJoCo has no OpenGL context to draw with."""
+    try:
+        return env.render()
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "mujoco":
+            raise
+        raise RuntimeError(f"zoo enjoy {zoo_id}: MuJoCo could not render ({exc}); it needs an OpenGL backend: set "
+                           "MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (CPU, with libOSMesa installed)") from exc
