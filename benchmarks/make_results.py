@@ -21,6 +21,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("offline_cpql_recon", "CPQL BC term: consistency loss (paper) vs reconstruction loss (official code)"),
     ("offline_mujoco_planners", "Planners on Hopper / HalfCheetah (Diffuser and Decision Diffuser vs d3rlpy)"),
     ("planner_samplers_dd_hopper", "Planner act-time samplers and plan reuse: score and latency (Decision Diffuser, Hopper medium)"),
+    ("planner_samplers_diffuser_hopper_mr", "Planner act-time samplers, plan reuse and warm start: score and latency (Diffuser zoo agent, Hopper medium-replay)"),
     ("online_cpql_pendulum", "Online CPQL vs SAC on Pendulum (learning curves)"),
     ("online_cpql_hopper", "Online CPQL vs SAC on Hopper-v5 (learning curves)"),
     ("offline_pointmaze", "Planners on PointMaze (Diffuser vs d3rlpy BC / IQL)"),
