@@ -119,12 +119,13 @@ AGENTS = [zoo_id for zoo_id in TRAINED if not zoo.entries()[zoo_id].generator]
 
 @pytest.mark.parametrize("zoo_id", TRAINED)
 def test_zoo_agents_reproduce_their_cards(zoo_id: str) -> None:
-    card = zoo.card(zoo_id)["evaluation"]
+    info = zoo.card(zoo_id)
+    card = info["evaluation"]
     if "samples" in card:  # a generator: next-state error of fresh samples against the simulator
         n, count, (key, std_key) = 1000, card["samples"], ("next_std_mse_mean", "next_std_mse_std")
     else:  # 6 episodes, fewer for long-episode envs (about 3000 env steps at most, at least 3 episodes)
         count = card["episodes"]
-        env = zoo.card(zoo_id)["env"]
+        env = info["env"]
         limit = gym.spec(env).max_episode_steps if isinstance(env, str) else None  # multi-agent: a constructor
         n = max(3, min(6, 3000 // limit)) if limit else 6
         key, std_key = ("normalized_mean", "normalized_std") if "normalized_mean" in card else ("return_mean",

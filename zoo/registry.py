@@ -253,20 +253,13 @@ def load(zoo_id: str, env: Any = None, device: str = "auto") -> Any:
 
 def _reference(entry: ZooEntry) -> tuple[float, float] | None:
     """The dataset's normalization scores (None for generators, which are not scored by returns): the card's
-    ``reference_scores`` when it has them, so evaluating an entry needs no copy of its dataset."""
+    ``reference_scores`` when it has them, so evaluating an entry needs no copy of its dataset (otherwise the
+    dataset's, generated first if it is not on disk)."""
     if entry.generator:
         return None
-    if entry.card_path.is_file():
-        stored = json.loads(entry.card_path.read_text()).get("reference_scores")
-        if stored is not None:
-            return float(stored[0]), float(stored[1])
-    return _dataset_reference(entry)
-
-
-def _dataset_reference(entry: ZooEntry) -> tuple[float, float] | None:
-    """The normalization scores stored in the entry's dataset (generated first if it is not on disk)."""
-    if entry.generator:
-        return None
+    stored = card(entry.id).get("reference_scores") if entry.card_path.is_file() else None
+    if stored is not None:
+        return float(stored[0]), float(stored[1])
     from diffagents.data import make_dataset, reference_scores
 
     return reference_scores(make_dataset(entry.dataset, size=entry.dataset_size))
@@ -303,7 +296,7 @@ def evaluate(zoo_id: str, n_episodes: int = 20, seed: int = 0, device: str = "au
 def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_dir: Path | None = None
           ) -> dict[str, Any]:
     """Run a recipe end to end (dataset generation included), save weights and write the model card."""
-    from diffagents.data import make_dataset
+    from diffagents.data import make_dataset, reference_scores
     from diffagents.sysinfo import hardware
 
     entry = _entry(zoo_id)
@@ -318,7 +311,7 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     weights = (out_dir / f"{zoo_id}.zip") if out_dir else entry.weights
     backend.save(agent, weights, entry.weights_dtype)
     shipped = backend.load(entry, env, device, weights)  # the card scores the stored (e.g. float16) weights
-    reference = _dataset_reference(entry)
+    reference = None if entry.generator else reference_scores(ds)  # the card keeps them (see _reference)
     evaluation = backend.evaluate(shipped, env, entry.eval_episodes, 10_000 + entry.seed, reference)
     info = {
         "id": zoo_id, "algo": type(agent).__name__, "dataset": ds.spec.dataset_id, "dataset_size": ds.total_steps,
