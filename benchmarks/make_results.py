@@ -19,6 +19,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("offline_pendulum", "Offline RL quality on Pendulum (ours vs d3rlpy)"),
     ("offline_mujoco", "Offline RL quality on Hopper / HalfCheetah (ours vs d3rlpy)"),
     ("offline_cpql_recon", "CPQL BC term: consistency loss (paper) vs reconstruction loss (official code)"),
+    ("offline_pendulum_planners", "Decision Diffuser and Diffusion Policy on Pendulum expert (longer budgets)"),
     ("offline_mujoco_planners", "Planners on Hopper / HalfCheetah (Diffuser and Decision Diffuser vs d3rlpy)"),
     ("planner_samplers_dd_hopper", "Planner act-time samplers and plan reuse: score and latency (Decision Diffuser, Hopper medium)"),
     ("planner_samplers_diffuser_hopper_mr", "Planner act-time samplers, plan reuse and warm start: score and latency (Diffuser zoo agent, Hopper medium-replay)"),
