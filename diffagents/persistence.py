@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,38 @@ def read_checkpoint(path: str | os.PathLike[str], *, load_optimizers: bool = Tru
         raise CheckpointError(f"checkpoint {str(p)!r}: format_version {meta['format_version']} is newer than this "
                               f"diffagents ({FORMAT_VERSION}); upgrade diffagents")
     return Checkpoint(meta=meta, weights=weights, arrays=arrays, optimizers=optimizers)
+
+
+TRAINING_WEIGHTS = "training_weights"  # ``save(exclude=[...])`` part: networks whose EMA copy stands in for them
+
+
+def drop_ema_source(ckpt: Checkpoint, nets: Mapping[str, torch.nn.Module], ema_model: torch.nn.Module) -> None:
+    """Leave out of ``ckpt`` the network that ``ema_model`` averages, for inference-only files.
+
+    Acting uses the EMA copy, so the directly trained network is only needed to continue training; dropping it
+    halves a diffusion model's file. The source is the one network of ``nets`` with the EMA copy's parameter
+    names and shapes; ``ckpt.meta["weights_from_ema"]`` records it, and :func:`fill_from_ema` restores it from
+    ``weights["ema"]`` at load time (training then continues from the EMA weights). Nothing is dropped when no
+    single network matches.
+    """
+    shapes = {k: tuple(v.shape) for k, v in ema_model.state_dict().items()}
+    found = [name for name, net in nets.items()
+             if {k: tuple(v.shape) for k, v in net.state_dict().items()} == shapes]
+    if len(found) == 1 and "ema" in ckpt.weights:
+        del ckpt.weights[found[0]]
+        ckpt.meta["weights_from_ema"] = found[0]
+
+
+def fill_from_ema(ckpt: Checkpoint) -> dict[str, dict[str, torch.Tensor]]:
+    """``ckpt.weights`` with the network :func:`drop_ema_source` left out filled from the EMA copy.
+
+    Raises:
+        CheckpointError: ``weights_from_ema`` names a network that is still stored, or there is no EMA copy.
+    """
+    name = ckpt.meta.get("weights_from_ema")
+    if name is None:
+        return ckpt.weights
+    if not isinstance(name, str) or name in ckpt.weights or "ema" not in ckpt.weights:
+        raise CheckpointError(f"weights_from_ema: expected the name of a network left out of a file that stores "
+                              f"'ema', got {name!r} with weights {sorted(ckpt.weights)}")
+    return {**ckpt.weights, name: ckpt.weights["ema"]}

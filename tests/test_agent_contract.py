@@ -128,6 +128,35 @@ def test_half_precision_checkpoint(name: str, kwargs: dict[str, Any], dataset: A
     assert not (tmp_path / "bad.zip").exists()
 
 
+@pytest.mark.parametrize("name,kwargs", AGENTS)
+def test_inference_only_checkpoint_lets_the_ema_copy_stand_in(name: str, kwargs: dict[str, Any], dataset: Any,
+                                                               tmp_path: Path) -> None:
+    from diffagents.persistence import read_checkpoint, save_checkpoint
+
+    agent = build(name, kwargs, dataset).learn(6)  # past ema_start: the EMA copy differs from the trained net
+    agent.save(tmp_path / "full.zip", exclude=["optimizers"])
+    agent.save(tmp_path / "lean.zip", exclude=["optimizers", "training_weights"])
+    full, lean = read_checkpoint(tmp_path / "full.zip"), read_checkpoint(tmp_path / "lean.zip")
+    dropped = lean.meta.get("weights_from_ema")
+    if not type(agent).ema_acts:  # CPQL: the EMA is the consistency target, the trained actor acts
+        assert dropped is None and lean.weights.keys() == full.weights.keys()
+        return
+    assert dropped in agent.nets and set(lean.weights) == set(full.weights) - {dropped}
+    loaded = get_agent_class(name).load(tmp_path / "lean.zip", env=gym.make("Pendulum-v1"))
+    obs = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(agent.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    for key, value in loaded.nets[dropped].state_dict().items():  # filled from the EMA copy, not left at init
+        torch.testing.assert_close(value, agent.ema.model.state_dict()[key], rtol=0, atol=0)
+    lean.weights[dropped] = {k: v.clone() for k, v in lean.weights["ema"].items()}  # marker names a stored net
+    save_checkpoint(tmp_path / "both.zip", lean)
+    with pytest.raises(CheckpointError, match="weights_from_ema"):
+        get_agent_class(name).load(tmp_path / "both.zip", env=gym.make("Pendulum-v1"))
+    del lean.weights[dropped], lean.meta["weights_from_ema"]  # a network missing without the marker
+    save_checkpoint(tmp_path / "missing.zip", lean)
+    with pytest.raises(CheckpointError, match=dropped):
+        get_agent_class(name).load(tmp_path / "missing.zip", env=gym.make("Pendulum-v1"))
+
+
 def test_half_precision_refuses_weights_it_cannot_hold(tmp_path: Path) -> None:
     from diffagents.persistence import Checkpoint, read_checkpoint, save_checkpoint
 

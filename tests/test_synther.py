@@ -3,6 +3,7 @@ offline upsampling to Minari and the generator-backed Gymnasium env."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,11 @@ def test_save_load_round_trip_never_unpickles(tmp_path: Path, monkeypatch: pytes
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key])
     assert loaded.config == gen.config and loaded.num_timesteps == 20
+    lean = SynthER.load(gen.save(tmp_path / "lean", exclude=["training_weights"]))  # the EMA copy samples
+    got = lean.sample(50, seed=11)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+    assert os.path.getsize(tmp_path / "lean.zip") < 0.6 * os.path.getsize(path)
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(CheckpointError):
         SynthER.load(tmp_path / "bad.zip")

@@ -41,7 +41,8 @@ class Generator(SingleAgent):
 
     @staticmethod
     def save(agent: SynthER, path: Path, weights_dtype: str | None) -> None:
-        agent.save(path, weights_dtype=weights_dtype)  # config + EMA/denoiser weights + normaliser statistics
+        # config + EMA weights (they stand in for the denoiser they average) + normaliser statistics
+        agent.save(path, weights_dtype=weights_dtype, exclude=["training_weights"])
 
     @classmethod
     def load(cls, entry: ZooEntry, env: Any, device: str, path: Path | None = None) -> SynthER:

@@ -153,7 +153,8 @@ class SingleAgent:
 
     @staticmethod
     def save(agent: Any, path: Path, weights_dtype: str | None) -> None:
-        agent.save(path, exclude=["optimizers"], weights_dtype=weights_dtype)  # inference-only: keeps the zoo small
+        # inference-only (no optimizers, the EMA copy stands in for the network it averages): keeps the zoo small
+        agent.save(path, exclude=["optimizers", "training_weights"], weights_dtype=weights_dtype)
 
     @classmethod
     def load(cls, entry: ZooEntry, env: Any, device: str, path: Path | None = None) -> Any:

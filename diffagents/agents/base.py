@@ -47,7 +47,7 @@ from diffagents.agents.checkpointing import (
 from diffagents.agents.config import AgentConfig
 from diffagents.cuda_graph import Out, maybe_graphed
 from diffagents.distributed import broadcast_modules, is_main_process, local_device, maybe_init, rank
-from diffagents.persistence import save_checkpoint
+from diffagents.persistence import TRAINING_WEIGHTS, drop_ema_source, save_checkpoint
 from diffagents.spaces import spaces_equal
 from diffagents.training import EMA, Updater, autocast, check_finite, make_lr_schedule
 from diffagents.transfer import to_device
@@ -91,6 +91,9 @@ class OfflineAgent(BaseAlgorithm):
     action_space: spaces.Box
     uses_windows: ClassVar[bool] = False
     """True for agents trained on trajectory windows (planners) rather than transitions."""
+    ema_acts: ClassVar[bool] = True
+    """True when the EMA copy is the acting network, so ``save(exclude=["training_weights"])`` may leave out the
+    network it averages; False where the EMA is only a training target (consistency models: CPQL, distillation)."""
     policy: ModuleBundle
 
     def __init__(self, env: Any = None, dataset: Any = None, *, device: torch.device | str = "auto",
@@ -413,13 +416,18 @@ class OfflineAgent(BaseAlgorithm):
 
         Args:
             exclude: names of parts to leave out; ``["optimizers"]`` writes an inference-only file (about a third
-                of the size; training can continue from it with fresh optimizer state).
+                of the size; training can continue from it with fresh optimizer state); adding
+                ``"training_weights"`` also leaves out the network the EMA copy averages where that copy is what
+                acts (``ema_acts``; loading fills the network from it), about half the size again (the zoo's
+                setting).
             weights_dtype: ``"float16"`` / ``"bfloat16"`` store the network weights at half size (the zoo's
                 setting); loading casts them back to float32. None stores them exactly.
         """
         ckpt = agent_checkpoint(self)
         if exclude and "optimizers" in exclude:
             ckpt.optimizers = {}
+        if exclude and TRAINING_WEIGHTS in exclude and self.ema is not None and self.ema_acts:
+            drop_ema_source(ckpt, dict(self.nets.items()), self.ema.model)
         save_checkpoint(path, ckpt, weights_dtype=weights_dtype)
 
     @classmethod

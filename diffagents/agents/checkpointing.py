@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from diffagents import __version__
-from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
+from diffagents.persistence import (
+    Checkpoint,
+    CheckpointError,
+    fill_from_ema,
+    read_checkpoint,
+    save_checkpoint,
+)
 from diffagents.rng import get_rng_state, set_rng_state
 from diffagents.spaces import space_from_dict, space_to_dict
 from diffagents.training import check_finite
@@ -71,8 +77,9 @@ def restore_agent(agent: OfflineAgent, ckpt: Checkpoint, where: str) -> None:
     from diffagents import data
 
     try:
+        weights = fill_from_ema(ckpt)
         for name, module in agent.nets.items():
-            module.load_state_dict(ckpt.weights[name])
+            module.load_state_dict(weights[name])
         if agent.ema is not None:
             agent.ema.model.load_state_dict(ckpt.weights["ema"])
             agent.ema.num_updates = int(ckpt.meta.get("ema_num_updates", 0))

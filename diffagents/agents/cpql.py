@@ -223,6 +223,7 @@ class OfflineCPQL(OfflineAgent):
     """Offline CPQL trained from a Minari dataset (built by ``CPQL(env=..., dataset=...)``)."""
 
     config_class = CPQLConfig
+    ema_acts = False  # the EMA is the consistency target; the trained actor acts
     config: CPQLConfig
 
     def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:

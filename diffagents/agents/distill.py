@@ -79,6 +79,7 @@ class DistilledPolicy(OfflineAgent):
     """
 
     config_class = DistillConfig
+    ema_acts = False  # the EMA is the consistency target; the trained actor acts
     config: DistillConfig
 
     def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:

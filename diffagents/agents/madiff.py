@@ -46,6 +46,7 @@ from diffagents.agents.plan_cache import PlanCache
 from diffagents.cuda_graph import maybe_graphed
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.guidance import ClassifierFreeGuidance
+from diffagents.persistence import TRAINING_WEIGHTS
 from diffagents.roles.joint_planner import AgentInverseDynamics, JointPlanner, JointTemporalUNet
 from diffagents.training import EMA, Updater, autocast, check_finite
 from diffagents.transfer import to_device
@@ -348,8 +349,10 @@ class MADiff:
     def save(self, path: Any, exclude: Any = None, *, weights_dtype: str | None = None) -> None:
         """Atomically write a pickle-free checkpoint (``.zip`` is appended when ``path`` has no suffix); see
         :func:`~diffagents.agents.madiff_checkpoint.save_madiff`. ``exclude=["optimizers"]`` writes an
-        inference-only file and ``weights_dtype`` a half-size one (as :meth:`OfflineAgent.save`)."""
-        save_madiff(self, path, optimizers="optimizers" not in (exclude or ()), weights_dtype=weights_dtype)
+        inference-only file, adding ``"training_weights"`` leaves out the planner the EMA copy averages, and
+        ``weights_dtype`` stores a half-size one (as :meth:`OfflineAgent.save`)."""
+        save_madiff(self, path, optimizers="optimizers" not in (exclude or ()), weights_dtype=weights_dtype,
+                    training_weights=TRAINING_WEIGHTS not in (exclude or ()))
 
     @classmethod
     def load(cls, path: Any, env: Any = None, device: torch.device | str = "auto", dataset: Any = None) -> MADiff:

@@ -14,15 +14,25 @@ import torch
 
 from diffagents import __version__
 from diffagents.agents.madiff_data import AgentSpec
-from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
+from diffagents.persistence import (
+    Checkpoint,
+    CheckpointError,
+    drop_ema_source,
+    fill_from_ema,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 if TYPE_CHECKING:
     from diffagents.agents.madiff import MADiff
 
 
-def save_madiff(agent: MADiff, path: Any, *, optimizers: bool = True, weights_dtype: str | None = None) -> None:
+def save_madiff(agent: MADiff, path: Any, *, optimizers: bool = True, weights_dtype: str | None = None,
+                training_weights: bool = True) -> None:
     """Atomically write ``agent`` to ``path`` (``.zip`` is appended when ``path`` has no suffix); without the
-    optimizer states when ``optimizers`` is False (inference-only), the weights stored as ``weights_dtype``
+    optimizer states when ``optimizers`` is False (inference-only), without the network the EMA copy averages
+    when ``training_weights`` is False (:func:`~diffagents.persistence.drop_ema_source`), the weights stored as
+    ``weights_dtype``
     (see :func:`~diffagents.persistence.save_checkpoint`)."""
     arrays: dict[str, np.ndarray] = {}
     norm_meta = None
@@ -43,8 +53,10 @@ def save_madiff(agent: MADiff, path: Any, *, optimizers: bool = True, weights_dt
     if agent.targets is not None:
         arrays["targets"] = agent.targets
     optim = {name: u.state_dict() for name, u in agent.updaters.items()} if optimizers else {}
-    save_checkpoint(path, Checkpoint(meta=meta, weights=weights, arrays=arrays, optimizers=optim),
-                    weights_dtype=weights_dtype)
+    ckpt = Checkpoint(meta=meta, weights=weights, arrays=arrays, optimizers=optim)
+    if not training_weights:
+        drop_ema_source(ckpt, agent.nets, agent.ema.model)
+    save_checkpoint(path, ckpt, weights_dtype=weights_dtype)
 
 
 def load_madiff(cls: type[MADiff], path: Any, env: Any = None, device: torch.device | str = "auto",
@@ -71,8 +83,9 @@ def load_madiff(cls: type[MADiff], path: Any, env: Any = None, device: torch.dev
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {where!r} does not match the env: {exc}") from exc
     try:
+        weights = fill_from_ema(ckpt)
         for name, module in agent.nets.items():
-            module.load_state_dict(ckpt.weights[name])
+            module.load_state_dict(weights[name])
         agent.ema.model.load_state_dict(ckpt.weights["ema"])
         for name, upd in agent.updaters.items():
             if name in ckpt.optimizers:

@@ -33,6 +33,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -376,10 +377,12 @@ class SynthER:
         return out
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str], *, weights_dtype: str | None = None) -> str:
+    def save(self, path: str | os.PathLike[str], *, weights_dtype: str | None = None,
+             exclude: Sequence[str] = ()) -> str:
         """Atomically write config JSON + safetensors weights + normaliser statistics (no pickle); the weights
-        stored as ``weights_dtype`` (``"float16"``: half size, see :func:`~diffagents.persistence.save_checkpoint`)."""
-        return save_synther(self, path, weights_dtype=weights_dtype)
+        stored as ``weights_dtype`` (``"float16"``: half size, see :func:`~diffagents.persistence.save_checkpoint`);
+        ``exclude=["training_weights"]`` leaves out the denoiser that the EMA copy (what samples) averages."""
+        return save_synther(self, path, weights_dtype=weights_dtype, exclude=exclude)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto") -> SynthER:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,7 +12,15 @@ import torch
 
 from diffagents import __version__
 from diffagents.data import GaussianNormalizer
-from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
+from diffagents.persistence import (
+    TRAINING_WEIGHTS,
+    Checkpoint,
+    CheckpointError,
+    drop_ema_source,
+    fill_from_ema,
+    read_checkpoint,
+    save_checkpoint,
+)
 from diffagents.spaces import space_from_dict, space_to_dict
 from diffagents.training import EMA
 
@@ -19,9 +28,11 @@ if TYPE_CHECKING:
     from diffagents.agents.synther import SynthER
 
 
-def save_synther(gen: SynthER, path: str | os.PathLike[str], *, weights_dtype: str | None = None) -> str:
+def save_synther(gen: SynthER, path: str | os.PathLike[str], *, weights_dtype: str | None = None,
+                 exclude: Sequence[str] = ()) -> str:
     """Atomically write ``gen``: config JSON + safetensors weights (as ``weights_dtype``) + normaliser statistics
-    (no pickle)."""
+    (no pickle); ``exclude=["training_weights"]`` leaves out the denoiser the EMA copy averages (sampling uses the
+    EMA copy; :func:`~diffagents.persistence.drop_ema_source`)."""
     weights = {"denoiser": gen.synth.denoiser.state_dict()}
     if gen.ema is not None:
         weights["ema"] = gen.ema.model.state_dict()
@@ -33,8 +44,10 @@ def save_synther(gen: SynthER, path: str | os.PathLike[str], *, weights_dtype: s
             "observation_space": space_to_dict(gen.observation_space),
             "action_space": space_to_dict(gen.action_space), "seed": gen.seed,
             "num_timesteps": gen.num_timesteps, "fit_log": gen.fit_log}
-    return str(save_checkpoint(path, Checkpoint(meta=meta, weights=weights, arrays=arrays),
-                               weights_dtype=weights_dtype))
+    ckpt = Checkpoint(meta=meta, weights=weights, arrays=arrays)
+    if TRAINING_WEIGHTS in exclude and gen.ema is not None:
+        drop_ema_source(ckpt, {"denoiser": gen.synth.denoiser}, gen.ema.model)
+    return str(save_checkpoint(path, ckpt, weights_dtype=weights_dtype))
 
 
 def load_synther(cls: type[SynthER], path: str | os.PathLike[str], *, device: str | torch.device = "auto"
@@ -48,7 +61,7 @@ def load_synther(cls: type[SynthER], path: str | os.PathLike[str], *, device: st
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
         gen = cls(space_from_dict(meta["observation_space"]), space_from_dict(meta["action_space"]),
                   device=device, seed=int(meta.get("seed", 0)), **config)
-        gen.synth.denoiser.load_state_dict(ckpt.weights["denoiser"])
+        gen.synth.denoiser.load_state_dict(fill_from_ema(ckpt)["denoiser"])
         if "ema" in ckpt.weights:
             gen.ema = EMA(gen.synth.denoiser, decay=gen.config.ema_decay)
             gen.ema.model.load_state_dict(ckpt.weights["ema"])
