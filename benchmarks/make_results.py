@@ -50,7 +50,9 @@ def zoo_table() -> str:
     generators = [c for c in cards if "samples" in c["evaluation"]]
     dtypes = sorted({c.get("weights_dtype", "float32") for c in cards})
     size = sum(c["weights_bytes"] for c in cards) / 2**20
-    footer = (f"\nWeights stored as {' / '.join(dtypes)} (card field `weights_dtype`; loaded into float32 modules); "
+    footer = (f"\nWeights stored as {' / '.join(dtypes)} (card field `weights_dtype`; loaded into float32 modules), "
+              "inference-only: no optimizer states, and where the EMA copy is what acts, not the network it averages "
+              "(`save(exclude=[\"optimizers\", \"training_weights\"])`; loading fills that network from the EMA copy); "
               f"{len(cards)} entries, {size:.1f} MiB in all (budget: 100 MiB).\n")
     return agent_table(agents) + (generator_table(generators) if generators else "") + footer
 
