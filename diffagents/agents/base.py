@@ -418,8 +418,8 @@ class OfflineAgent(BaseAlgorithm):
             exclude: names of parts to leave out; ``["optimizers"]`` writes an inference-only file (about a third
                 of the size; training can continue from it with fresh optimizer state); adding
                 ``"training_weights"`` also leaves out the network the EMA copy averages where that copy is what
-                acts (``ema_acts``; loading fills the network from it), about half the size again (the zoo's
-                setting).
+                acts (``ema_acts``; loading fills the network from it): about half the file of a planner or
+                Diffusion Policy, less where critics dominate (the zoo's setting).
             weights_dtype: ``"float16"`` / ``"bfloat16"`` store the network weights at half size (the zoo's
                 setting); loading casts them back to float32. None stores them exactly.
         """
