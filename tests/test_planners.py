@@ -118,3 +118,86 @@ def test_every_planner_refuses_a_clip_without_a_bounded_normalizer() -> None:
         cfg(clip_denoised=False, obs_normalization="gaussian")
         with pytest.raises(ValueError, match="obs_normalization"):
             cfg(clip_denoised=True, obs_normalization="gaussian")
+
+
+
+@pytest.fixture(scope="module")
+def maze_agent() -> Any:
+    from diffagents.data import make_dataset
+
+    ds = make_dataset("diffagents/pointmaze/umaze-v0", size=1200)
+    return Diffuser(env=ds.recover_environment(eval_env=True), dataset=ds, seed=0, horizon=8, dim=16,
+                    dim_mults=(1, 2), n_diffusion_steps=4, batch_size=8, state_dims=4, goal_obs_dims=(4, 6),
+                    execution="track", replan_every=None, value_guidance=False, n_samples=1, clip_denoised=True,
+                    obs_normalization="minmax", termination_penalty=None).learn(2)
+
+
+def _maze_obs(xy: tuple[float, float], vel: tuple[float, float], goal: tuple[float, float] = (0.0, 1.0)
+              ) -> dict[str, np.ndarray]:
+    return {"observation": np.array([*xy, *vel]), "achieved_goal": np.array(xy), "desired_goal": np.array(goal)}
+
+
+def _maze_plan(agent: Diffuser, obs: dict[str, np.ndarray], positions: np.ndarray) -> torch.Tensor:
+    """A normalised ``(1, H, A + S)`` plan whose states sit at ``positions`` (raw xy) with zero velocity."""
+    flat = agent.flattener(obs).astype(np.float32)
+    raw = np.repeat(flat[None], len(positions), axis=0)
+    raw[:, :2], raw[:, 2:4] = positions, 0.0
+    states = agent.normalizers["obs"].normalize(torch.as_tensor(raw))[:, : agent.state_dim]
+    return torch.cat([torch.zeros(len(positions), agent.act_dim), states], dim=-1)[None]
+
+
+def test_maze_track_plans_once_and_holds_the_last_planned_state(maze_agent: Diffuser) -> None:
+    # reference code (scripts/plan_maze2d.py): one plan per episode; past its end the target is its last state
+    # with zero velocity, so an agent that has arrived stays at the goal instead of replanning a detour
+    agent, h = maze_agent, maze_agent.config.horizon
+    made = agent.plans_made
+    obs = _maze_obs((0.5, 0.2), (0.3, -0.2))
+    state, start = None, np.array([True])
+    for _ in range(3 * h):
+        action, state = agent.predict(obs, state=state, episode_start=start, deterministic=True)
+        start = np.array([False])
+    assert agent.plans_made - made == 1
+    norm_obs = agent._prepare_obs(obs)[0]
+    full = norm_obs.clone()
+    full[:, : agent.state_dim] = state.plans[:, -1, agent.act_dim:]
+    last = agent.normalizers["obs"].unnormalize(full)[0]
+    cur = agent.normalizers["obs"].unnormalize(norm_obs)[0]
+    expected = (last[:2] - cur[:2]) + (0.0 - cur[2:4])  # kp = kd = 1, target velocity 0 past the plan's end
+    np.testing.assert_allclose(action, expected.clamp(-1, 1).numpy(), atol=1e-5)
+
+
+def test_maze_follow_skips_a_detour_and_chases_the_next_point_beyond_the_radius(maze_agent: Diffuser) -> None:
+    agent = maze_agent
+    obs = _maze_obs((0.5, 0.5), (0.2, -0.1))
+    path = np.array([[0.5, 0.5], [0.5, -0.5], [0.5, -1.0], [0.6, 0.5], [0.6, 0.8], [0.6, 1.2], [0.3, 1.2],
+                     [0.0, 1.2]])  # a detour (1, 2) that comes back within 0.5 of the agent (3, 4)
+    plans = _maze_plan(agent, obs, path)
+    act, progress = agent._follow(agent._prepare_obs(obs)[0], plans, torch.zeros(1, dtype=torch.long))
+    assert progress.tolist() == [4]  # (0.6, 0.8) is 0.32 away: the last point within the radius
+    kp, kd = agent.config.follow_gains
+    expected = np.clip(kp * (path[5] - [0.5, 0.5]) - kd * np.array([0.2, -0.1]), -1, 1)  # first later point > 0.5
+    np.testing.assert_allclose(act[0].numpy(), expected, atol=1e-4)
+    # progress never moves back, and once no later point is farther than the radius the target is the last one
+    far = _maze_obs((0.1, 1.1), (0.0, 0.0))
+    act, progress = agent._follow(agent._prepare_obs(far)[0], plans, torch.tensor([4]))
+    assert progress.tolist() == [7]
+    np.testing.assert_allclose(act[0].numpy(), np.clip(kp * (path[-1] - [0.1, 1.1]), -1, 1), atol=1e-4)
+    behind = _maze_obs((0.5, 0.5), (0.0, 0.0))
+    _, progress = agent._follow(agent._prepare_obs(behind)[0], plans, torch.tensor([6]))
+    assert progress.tolist() == [6]
+
+
+def test_maze_follow_restarts_the_path_on_a_new_episode(maze_agent: Diffuser) -> None:
+    agent = maze_agent
+    agent.config.execution = "follow"
+    try:
+        one = _maze_obs((0.5, 0.2), (0.0, 0.0))
+        obs = {k: np.stack([v, v]) for k, v in one.items()}
+        _, state = agent.predict(obs, episode_start=np.array([True, True]), deterministic=True)
+        state.extra["progress"][:] = 5
+        made = agent.plans_made
+        _, state = agent.predict(obs, state=state, episode_start=np.array([False, True]), deterministic=True)
+        assert agent.plans_made - made == 1  # only env 1 replans, and only its progress starts over
+        assert state.extra["progress"][0] >= 5 and state.extra["progress"][1] < 5
+    finally:
+        agent.config.execution = "track"

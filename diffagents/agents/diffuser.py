@@ -10,7 +10,12 @@ every ``replan_every`` steps gives receding-horizon control.
 
 Maze mode (Sec. 5.1, Maze2D): the goal is inpainted into the last state (``goal_obs_dims`` says where the goal
 sits in the flat observation) and the planned states are tracked with a PD controller (``execution="track"``),
-planning once per episode (``replan_every=None``).
+planning once per episode (``replan_every=None``) and holding the last planned state once the plan has run out
+(``scripts/plan_maze2d.py`` of the reference code). ``execution="follow"`` (ours, not in the paper) follows the
+plan as a *path* instead of a timetable: the plan fixes the route, a PD law chases the first planned position
+more than ``follow_radius`` away, and any stretch of the plan that comes back within ``follow_radius`` of the
+agent is skipped. A plan-once planner that tracks its timetable arrives when the plan does, at ``h = H - 1``,
+which caps its return (``benchmarks/RESULTS.md``, "Planners on PointMaze"); following the path does not wait.
 
 Fast sampling: any sampler of :mod:`diffagents.diffusion` with fewer steps, and warm-start replanning
 (``warm_start``: the previous plan, shifted, is re-noised to an intermediate level and denoised from there).
@@ -76,13 +81,17 @@ class DiffuserConfig(AgentConfig):
     track_pos_dims: tuple[int, ...] = (0, 2)
     track_vel_dims: tuple[int, ...] = (2, 4)
     track_gains: tuple[float, ...] = (1.0, 1.0)
+    follow_radius: float = 0.5
+    follow_gains: tuple[float, ...] = (10.0, 1.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check(self.horizon >= 2, "horizon", ">= 2", self.horizon)
         self._check_clip_is_bounded(self.clip_denoised)
         self._check(self.n_samples >= 1, "n_samples", ">= 1", self.n_samples)
-        self._check(self.execution in ("actions", "track"), "execution", "'actions' or 'track'", self.execution)
+        self._check(self.execution in ("actions", "track", "follow"), "execution", "'actions', 'track' or 'follow'",
+                    self.execution)
+        self._check(self.follow_radius > 0, "follow_radius", "> 0", self.follow_radius)
         self._check(self.replan_every is None or self.replan_every >= 1, "replan_every", ">= 1 or None",
                     self.replan_every)
         self._check(self.warm_start is None or 0 < self.warm_start < 1, "warm_start", "in (0, 1) or None",
@@ -216,7 +225,8 @@ class Diffuser(OfflineAgent):
         c = self.config
         cache = state if isinstance(state, PlanCache) else PlanCache()
         had_plans = cache.plans is not None and cache.plans.shape[0] == obs.shape[0]
-        idx = cache.due(obs.shape[0], episode_start, c.replan_every)
+        tracking = c.execution != "actions"
+        idx = cache.due(obs.shape[0], episode_start, c.replan_every, replan_at_end=not tracking)
         if len(idx):
             starts = np.zeros(obs.shape[0], dtype=bool) if episode_start is None else \
                 np.asarray(episode_start, dtype=bool).reshape(-1)
@@ -231,8 +241,15 @@ class Diffuser(OfflineAgent):
         steps = torch.as_tensor(age, device=obs.device)
         if c.execution == "actions":
             actions = plans[rows, steps, : self.act_dim]
-        else:
+        elif c.execution == "track":
             actions = self._track(obs, plans, steps)
+        else:
+            progress = cache.extra.get("progress")
+            if progress is None or progress.shape[0] != obs.shape[0]:
+                progress = torch.zeros(obs.shape[0], dtype=torch.long, device=obs.device)
+            if len(idx):
+                progress[torch.as_tensor(idx, device=obs.device)] = 0  # a new plan is followed from its start
+            actions, cache.extra["progress"] = self._follow(obs, plans, progress)
         cache.advance()
         self.decisions += obs.shape[0]
         return actions, cache
@@ -252,8 +269,39 @@ class Diffuser(OfflineAgent):
         end = (steps + 1 >= h)[:, None]
         target_vel = torch.where(end, torch.zeros_like(target[:, vel]), target[:, vel])
         act = kp * (target[:, pos] - cur[:, pos]) + kd * (target_vel - cur[:, vel])
-        low = torch.as_tensor(self.action_space.low, device=obs.device, dtype=act.dtype)
-        high = torch.as_tensor(self.action_space.high, device=obs.device, dtype=act.dtype)
+        return self._scale_action(act)
+
+    def _follow(self, obs: torch.Tensor, plans: torch.Tensor, progress: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Path following of the planned positions (``execution="follow"``).
+
+        ``progress`` (``(B,)``) is the plan index each env has reached. It moves to the last plan index within
+        ``follow_radius`` of the agent (so a detour of the plan that returns near the agent is skipped); the
+        target is the first later index farther than ``follow_radius`` (the final, goal state once none is), and
+        ``a = kp (p* - p) - kd v``. Returns the actions and the new progress.
+        """
+        norm = self.normalizers.get("obs")
+        b, h = plans.shape[:2]
+        full = obs[:, None].expand(b, h, obs.shape[-1]).clone()
+        full[..., : self.state_dim] = plans[..., self.act_dim:]
+        pos, vel = slice(*self.config.track_pos_dims), slice(*self.config.track_vel_dims)
+        points = (norm.unnormalize(full) if norm is not None else full)[..., pos]  # (B, H, P) planned positions
+        cur = norm.unnormalize(obs) if norm is not None else obs
+        dist = (points - cur[:, None, pos]).norm(dim=-1)  # (B, H)
+        index = torch.arange(h, device=obs.device).expand(b, h)
+        r = self.config.follow_radius
+        reached = (index >= progress[:, None]) & (dist <= r)
+        progress = torch.where(reached, index, progress[:, None]).amax(dim=1)
+        beyond = (index > progress[:, None]) & (dist > r)
+        target = torch.where(beyond, index, torch.full_like(index, h - 1)).amin(dim=1)
+        kp, kd = self.config.follow_gains
+        act = kp * (points[torch.arange(b, device=obs.device), target] - cur[:, pos]) - kd * cur[:, vel]
+        return self._scale_action(act), progress
+
+    def _scale_action(self, act: torch.Tensor) -> torch.Tensor:
+        """Env-space actions -> the agents' [-1, 1] action space (clipped)."""
+        low = torch.as_tensor(self.action_space.low, device=act.device, dtype=act.dtype)
+        high = torch.as_tensor(self.action_space.high, device=act.device, dtype=act.dtype)
         return (2.0 * (act - low) / (high - low) - 1.0).clamp(-1.0, 1.0)
 
     def plan_reuse_rate(self) -> float:

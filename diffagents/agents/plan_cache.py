@@ -27,8 +27,13 @@ class PlanCache:
     age: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def due(self, batch: int, episode_start: np.ndarray | None, replan_every: int | None) -> np.ndarray:
-        """Indices of envs that need a new plan: no plan yet, batch size changed, episode start, or plan aged."""
+    def due(self, batch: int, episode_start: np.ndarray | None, replan_every: int | None, *,
+            replan_at_end: bool = True) -> np.ndarray:
+        """Indices of envs that need a new plan: no plan yet, batch size changed, episode start, or plan aged.
+
+        With ``replan_at_end=False`` (plans of states that a controller tracks, held at their last state once
+        they run out: Diffuser's Maze2D mode) an exhausted plan is kept instead of replaced.
+        """
         if self.plans is None or self.plans.shape[0] != batch or len(self.age) != batch:
             self.plans = None
             self.age = np.zeros(batch, dtype=np.int64)
@@ -39,7 +44,8 @@ class PlanCache:
             need |= np.asarray(episode_start, dtype=bool).reshape(-1)[:batch]
         if replan_every is not None:
             need |= self.age >= replan_every
-        need |= self.age >= self.plans.shape[1]  # never run past the end of a plan
+        if replan_at_end:
+            need |= self.age >= self.plans.shape[1]  # never run past the end of a plan
         return np.flatnonzero(need)
 
     def store(self, idx: np.ndarray, plans: torch.Tensor) -> None:
