@@ -42,6 +42,9 @@ def _env_for(dataset: Any, env_id: str | None) -> Any:
     import gymnasium as gym
 
     if env_id:
+        from diffagents.data.envs import ensure_registered
+
+        ensure_registered(env_id)
         try:
             return gym.make(env_id)
         except gym.error.Error as exc:

@@ -15,6 +15,7 @@ import torch
 
 from diffagents import zoo
 from diffagents.cli import main
+from diffagents.data.envs import ensure_registered
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -126,6 +127,8 @@ def test_zoo_agents_reproduce_their_cards(zoo_id: str) -> None:
     else:  # 6 episodes, fewer for long-episode envs (about 3000 env steps at most, at least 3 episodes)
         count = card["episodes"]
         env = info["env"]
+        if isinstance(env, str):
+            ensure_registered(env)  # PointMaze ids live in gymnasium_robotics
         limit = gym.spec(env).max_episode_steps if isinstance(env, str) else None  # multi-agent: a constructor
         n = max(3, min(6, 3000 // limit)) if limit else 6
         key, std_key = ("normalized_mean", "normalized_std") if "normalized_mean" in card else ("return_mean",

@@ -168,6 +168,9 @@ class SingleAgent:
         import gymnasium as gym
 
         if entry.env:
+            from diffagents.data.envs import ensure_registered
+
+            ensure_registered(entry.env)
             return gym.make(entry.env)
         if dataset is None:
             from diffagents.data import make_dataset
