@@ -1,0 +1,99 @@
+"""Write ``results/offline_pointmaze.md``: Diffuser on the three PointMaze mazes next to d3rlpy BC / IQL.
+
+Reads the zoo cards ``diffuser-pointmaze-{umaze,medium,large}`` (or, for a run that was measured but not shipped,
+``results/diffuser-pointmaze-MAZE.card.json``: the card ``diffagents zoo train`` wrote; the Diffuser score and the d3rlpy baselines trained
+on the same data for the same gradient steps, ``benchmarks/zoo_baselines.py``) and the execution comparisons
+``results/maze_execution_{maze}.json`` (``benchmarks/maze_execution.py``: the same weights tracked as a timetable,
+as in the paper, or followed as a path). Mazes without a card are left out.
+
+    python benchmarks/pointmaze_table.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+CARDS = HERE.parent / "zoo" / "cards"
+MAZES = ("umaze", "medium", "large")
+PAPER = {"umaze": 113.9, "medium": 121.5, "large": 123.0}  # Diffuser Table 1, D4RL maze2d scale
+
+
+NOTES = """What the tables below show:
+* **The paper's execution caps the score on our normalisation, not the model.** Tracking the plan as a timetable
+  (`execution="track"`, `scripts/plan_maze2d.py`) reaches the goal when the plan does, near h = H - 1 whatever the
+  distance, so the return is at most about T - H + 1 ("timetable cap"; a little more in practice, since the goal
+  radius is entered a few steps early). That cap is 64-69 on our scores but 108-153 on D4RL's maze2d scale, whose
+  reference maximum (the same kind of waypoint controller, on D4RL's slower, random-start maze2d envs) is far lower
+  than our noise-free controller's return. The paper's 113.9 / 121.5 / 123.0 are of the order of that D4RL cap (108 /
+  126 / 153), so ">= 100" on our scale means matching the noise-free controller itself, which a timetable cannot.
+* **`execution="follow"` (ours) removes the cap.** The same weights followed as a path (the plan fixes the route, a
+  PD law with the data controller's gains chases the first planned position more than `follow_radius` = 0.5 away,
+  and detours of the plan that come back near the agent are skipped) reach the goal as early as the controller
+  does where the planned route is sound.
+* **Holding the last planned state matters.** Our `track` used to replan when a plan ran out; a plan from the goal
+  to the goal is a detour, so the agent left the goal (row `track-replan`). It now holds the plan's last state, as
+  the reference code does.
+* **Large is under-trained at 10k steps** (H 384 windows, 0.27 CPU-s per step here): most plans do not give a
+  route through the maze (success near the random policy's), so it is measured but not shipped in the zoo; it needs
+  the paper's budget (a GPU). d3rlpy BC and IQL are far from the controller at 10k steps on this maze too.
+"""
+
+
+def _cell(block: dict | None) -> str:
+    if not block or "normalized_mean" not in block:
+        return "–"
+    return f"{block['normalized_mean']:.1f} ± {block['normalized_std']:.1f}"
+
+
+def main() -> None:
+    lines = ["Datasets `diffagents/pointmaze/{umaze,medium,large}-v0` (1M / 2M / 2M steps of the noisy waypoint "
+             "controller, D4RL maze2d protocol); eval envs `PointMaze_{UMaze,Medium,Large}-v3` (fixed goal, 300 / 600 / "
+             "800 steps, sparse reward = steps within 0.45 of the goal); normalized = 100 x (return - uniform random) "
+             "/ (noise-free waypoint controller - random), both measured on the eval env (100 episodes), i.e. 100 = "
+             "the controller that made the data, without its noise. One training seed (0), 20 deterministic episodes "
+             "(seeds 10000+), the same gradient steps for every method.\n",
+             "| maze | Diffuser, follow the plan (ours) | Diffuser, track the plan (paper) | timetable cap | "
+             "d3rlpy BC | d3rlpy IQL | gradient steps | Diffuser train | paper (D4RL scale) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    details = []
+    for maze in MAZES:
+        path = CARDS / f"diffuser-pointmaze-{maze}.json"
+        unshipped = HERE / "results" / f"diffuser-pointmaze-{maze}.card.json"
+        if not path.is_file():
+            path = unshipped
+        if not path.is_file():
+            continue
+        card = json.loads(path.read_text())
+        exe_path = HERE / "results" / f"maze_execution_{maze}.json"
+        exe = json.loads(exe_path.read_text()) if exe_path.is_file() else None
+        rows = {r["variant"]: r for r in exe["rows"]} if exe else {}
+        track = _cell(rows.get("track"))
+        cap = f"{exe['meta']['timetable_cap_normalized']:.1f}" if exe else "–"
+        base = card.get("baselines", {})
+        shipped = "" if path.parent == CARDS else " (not shipped)"
+        lines.append(f"| {maze}{shipped} | {_cell(card['evaluation'])} | {track} | {cap} | {_cell(base.get('bc'))} | "
+                     f"{_cell(base.get('iql'))} | {card['gradient_steps']} | {card['wall_time_s']:.0f} s | "
+                     f"{PAPER[maze]} |")
+        md = exe_path.with_suffix(".md")
+        if md.is_file():
+            details.append(f"**{maze}** (`python benchmarks/maze_execution.py --agent diffuser-pointmaze-{maze} "
+                           f"--out benchmarks/results/maze_execution_{maze}`): " + md.read_text().strip())
+    lines.append("\nDiffuser: the zoo entries (`diffagents zoo train diffuser-pointmaze-MAZE`; recipe and card in "
+                 "`zoo/`): the paper's Maze2D setup (`config/maze2d.py`: horizon 128 / 256 / 384, 64 / 256 / 256 "
+                 "diffusion steps, x0 prediction, clipped x0, min-max normalised states, start and goal inpainted, no "
+                 "value guidance, one plan per episode) with a **CPU budget**: U-Net dim 16 x (1, 2, 4) instead of "
+                 "32 x (1, 4, 8), learning rate 1e-3 with the EMA from step 1000, and the gradient steps in the table "
+                 "instead of 2M. Baselines: `python benchmarks/zoo_baselines.py diffuser-pointmaze-MAZE` (d3rlpy 2.8 "
+                 "default configs, batch 256, same data, steps, seed and evaluation seeds). Hardware: the cards' "
+                 "(2-core AMD EPYC VM, torch 2.13.0+cpu, one thread per process, 2-3 processes sharing the cores). "
+                 "Table: `python benchmarks/pointmaze_table.py`.\n")
+    lines.append(NOTES)
+    lines.append("\n\n".join(details) + "\n" if details else "")
+    (HERE / "results" / "offline_pointmaze.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
