@@ -79,21 +79,27 @@ def run_agent(agent: Any, ds: Any, variant: str, episodes: int, seed: int, ref: 
     return summarize(variant, res.returns, env.hits[: len(res.returns)], ref)
 
 
+class ControllerPolicy:
+    """The waypoint controller behind SB3's ``predict``, so it is evaluated exactly as the agents are."""
+
+    def __init__(self, maze: Any) -> None:
+        from diffagents.data.recipes.maze_controller import WaypointController
+
+        self.controller = WaypointController(maze)
+
+    def predict(self, obs: dict[str, np.ndarray], state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        n = len(obs["observation"])
+        return np.stack([self.controller({k: v[i] for k, v in obs.items()}) for i in range(n)]), state
+
+
 def run_controller(ds: Any, episodes: int, seed: int, ref: tuple[float, float]) -> dict[str, Any]:
-    from diffagents.data.recipes.maze_controller import WaypointController
+    from diffagents.evaluation import evaluate_agent
 
     env = FirstHit(ds.recover_environment(eval_env=True))
-    ctrl = WaypointController(env.unwrapped.maze)  # type: ignore[attr-defined]
-    returns = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed if ep == 0 else None)
-        total, done = 0.0, False
-        while not done:
-            obs, r, term, trunc, _ = env.step(ctrl(obs))
-            total += float(r)
-            done = term or trunc
-        returns.append(total)
-    return summarize("waypoint controller (noise-free; reference max)", np.array(returns), env.hits, ref)
+    res = evaluate_agent(ControllerPolicy(env.unwrapped.maze), env, n_episodes=episodes, seed=seed)  # type: ignore[attr-defined]
+    return summarize("waypoint controller (noise-free; reference max)", res.returns, env.hits[: len(res.returns)],
+                     ref)
 
 
 def main() -> None:
