@@ -66,7 +66,7 @@ def maze_items(steps: int, size: int) -> list[dict[str, str]]:
     from diffagents.data import make_dataset
     from diffagents.plots import plot_learning_curves, plot_plan
 
-    planners = [r["id"] for r in zoo.list_agents() if r["algo"] == "Diffuser" and "pointmaze" in r["id"]]
+    planners = [r["id"] for r in zoo.list_agents() if r["algo"] == "Diffuser" and "pointmaze-umaze" in r["id"]]
     if planners:
         env = zoo.make_env(planners[0])
         agent, budget = zoo.load(planners[0], env=env, device="cpu"), f"zoo agent `{planners[0]}`"
@@ -90,13 +90,21 @@ def maze_items(steps: int, size: int) -> list[dict[str, str]]:
                   f"`make_dataset('diffagents/pointmaze/umaze-v0', size={size})`")
     ro = plot_plan(agent, env, 0, GALLERY / "diffuser-umaze-plan.png", title="Diffuser on PointMaze UMaze: "
                    "planned (dashed) vs executed")
+    c = agent.config
+    how = ("followed as a path (`execution=\"follow\"`: the PD law chases the first planned position more than "
+           f"{c.follow_radius} away)" if c.execution == "follow" else "tracked step by step by a PD controller")
+    caption = (f"Maze mode: the start state and the goal are inpainted into a {c.horizon}-step x-y-velocity plan, "
+               f"{how} ({len(ro.plans)} plan(s) in this 300-step episode, seed 0, return {ro.ret:.0f}). Walls in "
+               "grey, goal as a star.")
+    if planners:
+        card = zoo.card(planners[0])
+        caption = (f"The {budget} ({card['gradient_steps']} gradient steps, "
+                   f"{card['evaluation']['normalized_mean']:.1f} normalized over 20 episodes on its card). " + caption)
+    else:
+        caption = (f"Short-budget illustration, not a tuned result: {budget}. " + caption + " At such budgets the "
+                   "plans are rough (they can jump away from the inpainted start and cut through walls).")
     items = [{"file": "diffuser-umaze-plan.png", "title": "Diffuser: planned vs executed trajectory, PointMaze UMaze",
-              "caption": f"Short-budget illustration, not a tuned result: {budget}. Maze mode: the start state and "
-                         "the goal are inpainted into a 64-step x-y-velocity plan, a PD controller tracks it and a "
-                         f"new plan is made when one runs out ({len(ro.plans)} plans in this 300-step episode, "
-                         f"seed 0, return {ro.ret:.0f}). Walls in grey, goal as a star. At such budgets the plans "
-                         "are rough (they can jump away from the inpainted start and cut through walls).",
-              "command": f"`{COMMAND} --steps {steps}`"}]
+              "caption": caption, "command": f"`{COMMAND}`" if planners else f"`{COMMAND} --steps {steps}`"}]
     if losses:
         xs, ys = zip(*losses)
         plot_learning_curves({"Diffuser (maze mode)": (list(xs), list(ys))}, GALLERY / "diffuser-umaze-loss.png",
