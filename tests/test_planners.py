@@ -120,7 +120,6 @@ def test_every_planner_refuses_a_clip_without_a_bounded_normalizer() -> None:
             cfg(clip_denoised=True, obs_normalization="gaussian")
 
 
-
 @pytest.fixture(scope="module")
 def maze_agent() -> Any:
     from diffagents.data import make_dataset

@@ -225,8 +225,7 @@ class Diffuser(OfflineAgent):
         c = self.config
         cache = state if isinstance(state, PlanCache) else PlanCache()
         had_plans = cache.plans is not None and cache.plans.shape[0] == obs.shape[0]
-        tracking = c.execution != "actions"
-        idx = cache.due(obs.shape[0], episode_start, c.replan_every, replan_at_end=not tracking)
+        idx = cache.due(obs.shape[0], episode_start, c.replan_every, replan_at_end=c.execution == "actions")
         if len(idx):
             starts = np.zeros(obs.shape[0], dtype=bool) if episode_start is None else \
                 np.asarray(episode_start, dtype=bool).reshape(-1)
@@ -244,8 +243,8 @@ class Diffuser(OfflineAgent):
         elif c.execution == "track":
             actions = self._track(obs, plans, steps)
         else:
-            progress = cache.extra.get("progress")
-            if progress is None or progress.shape[0] != obs.shape[0]:
+            progress = cache.extra.get("progress")  # due() empties extra when the batch size changes
+            if progress is None:
                 progress = torch.zeros(obs.shape[0], dtype=torch.long, device=obs.device)
             if len(idx):
                 progress[torch.as_tensor(idx, device=obs.device)] = 0  # a new plan is followed from its start
@@ -255,15 +254,12 @@ class Diffuser(OfflineAgent):
         return actions, cache
 
     def _track(self, obs: torch.Tensor, plans: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-        """PD tracking of the next planned state (Diffuser Maze2D): ``a = kp (p* - p) + kd (v* - v)``."""
-        norm = self.normalizers.get("obs")
+        """PD tracking of the next planned state (Diffuser Maze2D): ``a = kp (p* - p) + kd (v* - v)``; past the
+        plan's end the target is its last state with zero velocity."""
         h = plans.shape[1]
         nxt = torch.clamp(steps + 1, max=h - 1)
         states = plans[torch.arange(plans.shape[0], device=obs.device), nxt, self.act_dim:]  # (B, S) normalised
-        full = obs.clone()
-        full[:, : self.state_dim] = states
-        target = norm.unnormalize(full) if norm is not None else full
-        cur = norm.unnormalize(obs) if norm is not None else obs
+        target, cur = self._raw(obs, states[:, None])[:, 0], self._raw(obs)
         pos, vel = slice(*self.config.track_pos_dims), slice(*self.config.track_vel_dims)
         kp, kd = self.config.track_gains
         end = (steps + 1 >= h)[:, None]
@@ -280,13 +276,10 @@ class Diffuser(OfflineAgent):
         target is the first later index farther than ``follow_radius`` (the final, goal state once none is), and
         ``a = kp (p* - p) - kd v``. Returns the actions and the new progress.
         """
-        norm = self.normalizers.get("obs")
         b, h = plans.shape[:2]
-        full = obs[:, None].expand(b, h, obs.shape[-1]).clone()
-        full[..., : self.state_dim] = plans[..., self.act_dim:]
         pos, vel = slice(*self.config.track_pos_dims), slice(*self.config.track_vel_dims)
-        points = (norm.unnormalize(full) if norm is not None else full)[..., pos]  # (B, H, P) planned positions
-        cur = norm.unnormalize(obs) if norm is not None else obs
+        points = self._raw(obs, plans[..., self.act_dim:])[..., pos]  # (B, H, P) planned positions
+        cur = self._raw(obs)
         dist = (points - cur[:, None, pos]).norm(dim=-1)  # (B, H)
         index = torch.arange(h, device=obs.device).expand(b, h)
         r = self.config.follow_radius
@@ -297,6 +290,16 @@ class Diffuser(OfflineAgent):
         kp, kd = self.config.follow_gains
         act = kp * (points[torch.arange(b, device=obs.device), target] - cur[:, pos]) - kd * cur[:, vel]
         return self._scale_action(act), progress
+
+    def _raw(self, obs: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
+        """Env-unit observations: ``obs`` (``(B, O)``, normalised) itself, or with its state part replaced by each
+        of the normalised planned ``states`` (``(B, K, S)`` -> ``(B, K, O)``)."""
+        full = obs
+        if states is not None:
+            full = obs[:, None].expand(*states.shape[:2], obs.shape[-1]).clone()
+            full[..., : self.state_dim] = states
+        norm = self.normalizers.get("obs")
+        return norm.unnormalize(full) if norm is not None else full
 
     def _scale_action(self, act: torch.Tensor) -> torch.Tensor:
         """Env-space actions -> the agents' [-1, 1] action space (clipped)."""

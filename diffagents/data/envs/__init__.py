@@ -14,7 +14,6 @@ if TOY_MULTIMODAL_ID not in gym.registry:
     )
 
 
-
 def ensure_registered(env_id: str) -> None:
     """Register the Gymnasium-Robotics envs (PointMaze, AntMaze, ...) when ``env_id`` is one of theirs.
 

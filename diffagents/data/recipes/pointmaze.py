@@ -21,6 +21,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
+from diffagents.data.envs import ensure_registered
 from diffagents.data.recipes.base import (
     EpisodeRecorder,
     Recipe,
@@ -42,15 +43,9 @@ DEFAULT_SIZES = {"umaze": 1_000_000, "medium": 2_000_000, "large": 2_000_000}
 REF_SCORES = {"umaze": (12.24, 245.29), "medium": (13.92, 498.40), "large": (8.79, 652.80)}
 
 
-def _register_robotics() -> None:
-    import gymnasium_robotics
-
-    gym.register_envs(gymnasium_robotics)
-
-
 def recompute_reference_scores(maze: str, episodes: int = REF_EPISODES) -> tuple[float, float]:
     """(uniform random, noise-free controller) mean returns on the eval env of ``maze``."""
-    _register_robotics()
+    ensure_registered(MAZES[maze])
     env = gym.make(MAZES[maze])
     rng = np.random.default_rng(REF_SEED)
     lo, _ = evaluate_gym(env, lambda _: rng.uniform(-1.0, 1.0, size=2).astype(np.float32), episodes, REF_SEED)
@@ -60,7 +55,7 @@ def recompute_reference_scores(maze: str, episodes: int = REF_EPISODES) -> tuple
 
 def _builder(maze: str) -> Callable[[int, int], RecipeOutput]:
     def build(size: int, seed: int) -> RecipeOutput:
-        _register_robotics()
+        ensure_registered(MAZES[maze])
         env = gym.make(MAZES[maze], continuing_task=True, reset_target=True)
         controller = WaypointController(env.unwrapped.maze, NOISE, np.random.default_rng(seed))  # type: ignore[attr-defined]
         rec = EpisodeRecorder(size)
