@@ -11,12 +11,15 @@ evaluation seeds, with the first step at the goal, and prints that cap on both n
 * ``track-replan``: the same tracking, but a new plan is made from where the agent is whenever the old one has
   run out (what our ``track`` did before it held the last state, kept to measure the difference);
 * ``follow:R``: ``execution="follow"`` with ``follow_radius=R`` (ours): the plan as a path, chased at the
-  controller's pace, skipping stretches of it that come back within ``R`` of the agent.
+  controller's pace, skipping stretches of it that come back within ``R`` of the agent;
+* ``follow:R:K``: the same with ``follow_stall_steps=K``: a plan that has not advanced for ``K`` steps short of
+  its end (the agent pressed against a wall the plan cuts through) is replaced by a new plan from where the agent
+  is.
 
 The noise-free waypoint controller that defines the reference maximum runs on the same seeds for comparison.
 
     OMP_NUM_THREADS=1 python benchmarks/maze_execution.py --agent diffuser-pointmaze-umaze \\
-        --variants track track-replan follow:0.5 --out benchmarks/results/maze_execution_umaze
+        --variants track track-replan follow:0.5 follow:0.5:25 --out benchmarks/results/maze_execution_umaze
 """
 
 from __future__ import annotations
@@ -70,10 +73,13 @@ def run_agent(agent: Any, ds: Any, variant: str, episodes: int, seed: int, ref: 
 
     c = agent.config
     c.execution, c.replan_every = ("follow" if variant.startswith("follow") else "track"), None
+    c.follow_stall_steps = None
     if variant == "track-replan":
         c.replan_every = c.horizon  # a new plan each time the old one runs out
     if variant.startswith("follow:"):
-        c.follow_radius = float(variant.split(":")[1])
+        parts = variant.split(":")
+        c.follow_radius = float(parts[1])
+        c.follow_stall_steps = int(parts[2]) if len(parts) > 2 else None
     env = FirstHit(ds.recover_environment(eval_env=True))
     res = evaluate_agent(agent, env, n_episodes=episodes, seed=seed)
     return summarize(variant, res.returns, env.hits[: len(res.returns)], ref)
@@ -106,7 +112,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agent", required=True, help="a Diffuser checkpoint (with --dataset) or a zoo id")
     p.add_argument("--dataset", default=None, help="the checkpoint's dataset (default: the zoo entry's)")
-    p.add_argument("--variants", nargs="+", default=["track", "track-replan", "follow:0.5"])
+    p.add_argument("--variants", nargs="+", default=["track", "track-replan", "follow:0.5", "follow:0.5:25"])
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=10_000)
     p.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")

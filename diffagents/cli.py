@@ -261,6 +261,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         if args.action == "train":
             info = zoo.train(args.id, device=args.device, progress_bar=not args.no_progress)
             console.print_json(json.dumps(info))
+        elif args.action == "rescore":
+            console.print_json(json.dumps(zoo.rescore(args.id, device=args.device)))
         elif args.action == "eval":
             console.print_json(json.dumps(zoo.evaluate(args.id, n_episodes=args.episodes, seed=args.seed,
                                                        device=args.device, n_envs=args.n_envs)))
@@ -384,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     z = sub.add_parser("zoo", help="pretrained agents shipped with the package")
-    z.add_argument("action", choices=["list", "eval", "enjoy", "train"])
+    z.add_argument("action", choices=["list", "eval", "enjoy", "train", "rescore"],
+                   help="rescore: apply a recipe's changed acting settings to the shipped weights and re-evaluate")
     z.add_argument("id", nargs="?", help="zoo id, e.g. diffusionql-pendulum-expert")
     z.add_argument("--episodes", type=int, default=20,
                    help="eval: episodes (for SynthER generators: sampled transitions checked against the simulator)")

@@ -103,6 +103,9 @@ def test_zoo_registry_is_consistent() -> None:
         if entry.trained:
             card = zoo.card(zoo_id)
             assert card["command"] == f"diffagents zoo train {zoo_id}"
+            # a recipe edited after training needs `zoo train` (or, for acting settings, `zoo rescore`) again
+            assert card["hyperparameters"] == zoo.registry._plain(zoo.registry._backend(entry).hyperparameters(entry)), \
+                zoo_id
             if entry.generator:  # judged by dynamics fidelity of sampled transitions
                 assert card["evaluation"]["samples"] >= 1000
             else:
@@ -386,3 +389,48 @@ def test_evaluation_reads_reference_scores_from_the_card(monkeypatch: pytest.Mon
     for zoo_id in AGENTS:
         lo, hi = zoo.card(zoo_id)["reference_scores"]
         assert registry._reference(zoo.entries()[zoo_id]) == (lo, hi)
+
+
+def test_rescore_applies_acting_settings_only_and_keeps_the_weights(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+    from diffagents.zoo import registry
+
+    from diffagents.persistence import read_checkpoint
+
+    for name in ("RECIPES", "WEIGHTS", "CARDS"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setattr(registry, name, tmp_path / name)
+    recipe = {"algo": "Diffuser", "dataset": "diffagents/pointmaze/umaze-v0", "dataset_size": 1200,
+              "env": "PointMaze_UMaze-v3", "steps": 2, "seed": 0, "eval_episodes": 2,
+              "hyperparameters": {"horizon": 8, "dim": 16, "dim_mults": [1, 2], "n_diffusion_steps": 4,
+                                  "batch_size": 8,
+                                  "state_dims": 4, "goal_obs_dims": [4, 6], "execution": "follow",
+                                  "replan_every": None, "value_guidance": False, "n_samples": 1,
+                                  "clip_denoised": True, "obs_normalization": "minmax",
+                                  "termination_penalty": None}}
+    path = tmp_path / "RECIPES" / "diffuser-tiny-umaze.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    trained = zoo.train("diffuser-tiny-umaze", device="cpu")
+    before = read_checkpoint(registry.WEIGHTS / "diffuser-tiny-umaze.zip").weights
+
+    recipe["hyperparameters"].update(follow_stall_steps=5, follow_gains=[8.0, 1.0])  # acting settings
+    path.write_text(yaml.safe_dump(recipe))
+    info = zoo.rescore("diffuser-tiny-umaze", device="cpu")
+    assert info["rescored"]["changed"] == {"follow_stall_steps": 5, "follow_gains": [8.0, 1.0]}
+    assert info["hyperparameters"] == recipe["hyperparameters"] and zoo.card("diffuser-tiny-umaze") == info
+    assert {k: v for k, v in info.items() if k not in ("evaluation", "hyperparameters", "rescored",
+                                                        "weights_bytes")} == \
+        {k: v for k, v in trained.items() if k not in ("evaluation", "hyperparameters", "weights_bytes")}
+    agent = zoo.load("diffuser-tiny-umaze", device="cpu")
+    assert agent.config.follow_stall_steps == 5 and list(agent.config.follow_gains) == [8.0, 1.0]
+    after = read_checkpoint(registry.WEIGHTS / "diffuser-tiny-umaze.zip").weights
+    for part, tensors in before.items():
+        for name, value in tensors.items():
+            assert torch.equal(value, after[part][name]), (part, name)
+
+    recipe["hyperparameters"]["dim"] = 32  # changes what is learned: only training again matches the recipe
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ValueError, match=r"\['dim'\].*zoo train diffuser-tiny-umaze"):
+        zoo.rescore("diffuser-tiny-umaze", device="cpu")
+    assert main(["zoo", "rescore", "diffuser-tiny-umaze"]) == 2

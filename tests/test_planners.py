@@ -200,3 +200,35 @@ def test_maze_follow_restarts_the_path_on_a_new_episode(maze_agent: Diffuser) ->
         assert state.extra["progress"][0] >= 5 and state.extra["progress"][1] < 5
     finally:
         agent.config.execution = "track"
+
+
+def test_maze_follow_replans_only_an_env_that_stalls_short_of_the_plan_end(maze_agent: Diffuser) -> None:
+    # follow_stall_steps = k: every k decisions, an env whose progress along its plan has not advanced for k steps
+    # and is short of the plan's last (goal) state gets a new plan from where it is; an env at the end keeps its plan
+    agent, h, k = maze_agent, maze_agent.config.horizon, 3
+    agent.config.execution = "follow"
+    try:
+        one = _maze_obs((0.5, 0.2), (0.0, 0.0), goal=(0.0, 1.5))  # held in place: its progress cannot advance
+        obs = {key: np.stack([v, v]) for key, v in one.items()}
+        for stall, expected in ((None, 0), (k, 1)):
+            agent.config.follow_stall_steps = stall
+            _, state = agent.predict(obs, episode_start=np.array([True, True]), deterministic=True)
+            state.extra["progress"][1] = h - 1  # env 1 has arrived at its plan's end
+            made, counts = agent.plans_made, []
+            for _ in range(k):
+                _, state = agent.predict(obs, state=state, episode_start=np.array([False, False]),
+                                         deterministic=True)
+                counts.append(agent.plans_made - made)
+            assert counts == [0] * (k - 1) + [expected]  # checked on the k-th decision only
+            if stall is not None:
+                assert state.age.tolist() == [1, k + 1]  # env 0 has a fresh plan, env 1 kept its own
+                assert state.extra["progress"][1] == h - 1
+    finally:
+        agent.config.execution, agent.config.follow_stall_steps = "track", None
+
+
+def test_follow_stall_steps_must_be_positive() -> None:
+    from diffagents.agents.diffuser import DiffuserConfig
+
+    with pytest.raises(ValueError, match="follow_stall_steps"):
+        DiffuserConfig(follow_stall_steps=0)

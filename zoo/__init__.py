@@ -6,6 +6,8 @@ Zoo ids are ``<algo>-<env>-<dataset>`` in lower case (``diffusionql-pendulum-exp
 and a model card (``cards/<id>.json``: dataset, steps, seed, hardware, wall time, the command that reproduces it
 and the evaluation, mean +- std over >= 20 episodes with the normalized score). A recipe without trained
 weights is listed as untrained (``list_agents(trained_only=False)``) until ``diffagents zoo train ID`` runs it.
+After a change to a recipe's acting settings only (e.g. how a planner executes its plans), ``diffagents zoo
+rescore ID`` writes them into the shipped checkpoint and re-evaluates its card without training again.
 
 Multi-agent entries (``algo: MADiff``, see :mod:`diffagents.zoo.multi_agent`) run on PettingZoo Parallel envs:
 ``make_env`` returns the env factory, ``load`` a MADiff bound to it, ``evaluate`` reports team returns.
@@ -23,6 +25,16 @@ one-step students of a trained zoo teacher; their card names the teacher and rep
 
 from __future__ import annotations
 
-from diffagents.zoo.registry import ZooEntry, card, entries, evaluate, list_agents, load, make_env, train
+from diffagents.zoo.registry import (
+    ZooEntry,
+    card,
+    entries,
+    evaluate,
+    list_agents,
+    load,
+    make_env,
+    rescore,
+    train,
+)
 
-__all__ = ["ZooEntry", "card", "entries", "evaluate", "list_agents", "load", "make_env", "train"]
+__all__ = ["ZooEntry", "card", "entries", "evaluate", "list_agents", "load", "make_env", "rescore", "train"]

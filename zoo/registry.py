@@ -297,6 +297,64 @@ def evaluate(zoo_id: str, n_episodes: int = 20, seed: int = 0, device: str = "au
     return result
 
 
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (a recipe's YAML values vs a config dataclass's or a card's JSON)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _write_card(path: Path, info: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(info, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
+    """Re-score a trained entry after an *acting-only* change to its recipe, without training again.
+
+    The recipe's hyperparameters that differ from the shipped checkpoint's config must all be acting settings of
+    the agent class (its ``acting_fields``: how a plan is executed, never what is learned), so the stored weights
+    are the ones the recipe trains. They are written into the checkpoint's config; the card gets the recipe's
+    hyperparameters, a new evaluation (same episodes and seeds as :func:`train`) and a ``rescored`` record of
+    what changed, when and on which hardware.
+
+    Raises:
+        ValueError: for a multi-agent / generator / distilled entry, or when a differing hyperparameter is not
+            an acting setting (then only ``diffagents zoo train ID`` gives weights that match the recipe).
+    """
+    import dataclasses
+
+    from diffagents.sysinfo import hardware
+
+    entry = _require_weights(zoo_id)
+    backend = _backend(entry)
+    if backend is not SingleAgent:
+        raise ValueError(f"zoo rescore: expected a single-agent entry, got {zoo_id!r} ({entry.algo})")
+    agent = backend.load(entry, None, device)
+    stored = dataclasses.asdict(agent.config)
+    changed = {k: v for k, v in entry.hyperparameters.items() if _plain(stored.get(k)) != _plain(v)}
+    acting: frozenset[str] = getattr(type(agent), "acting_fields", frozenset())
+    learned = sorted(set(changed) - acting)
+    if learned:
+        raise ValueError(f"zoo rescore {zoo_id}: recipe hyperparameters {learned} differ from the shipped weights' "
+                         f"config and are not acting settings (expected only some of {sorted(acting)}); "
+                         f"run `diffagents zoo train {zoo_id}`")
+    if changed:
+        agent.config = dataclasses.replace(agent.config, **changed)  # validates the new values
+        backend.save(agent, entry.weights, entry.weights_dtype)
+        agent = backend.load(entry, None, device)  # score what is stored
+    info = card(zoo_id)
+    info["evaluation"] = backend.evaluate(agent, backend.env(entry), entry.eval_episodes, 10_000 + entry.seed,
+                                          _reference(entry))
+    info["hyperparameters"] = dict(entry.hyperparameters)
+    info["weights_bytes"] = entry.weights.stat().st_size
+    info["rescored"] = {"changed": changed, "date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
+                        "command": f"diffagents zoo rescore {zoo_id}"}
+    _write_card(entry.card_path, info)
+    return info
+
+
 def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_dir: Path | None = None
           ) -> dict[str, Any]:
     """Run a recipe end to end (dataset generation included), save weights and write the model card."""
@@ -325,6 +383,5 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
         "evaluation": evaluation, "reference_scores": list(reference) if reference else None,
         "weights_bytes": weights.stat().st_size, **backend.card_extra(entry),
     }
-    card_path = (out_dir / f"{zoo_id}.json") if out_dir else entry.card_path
-    card_path.write_text(json.dumps(info, indent=1) + "\n")
+    _write_card((out_dir / f"{zoo_id}.json") if out_dir else entry.card_path, info)
     return info

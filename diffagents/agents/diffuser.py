@@ -16,6 +16,8 @@ plan as a *path* instead of a timetable: the plan fixes the route, a PD law chas
 more than ``follow_radius`` away, and any stretch of the plan that comes back within ``follow_radius`` of the
 agent is skipped. A plan-once planner that tracks its timetable arrives when the plan does, at ``h = H - 1``,
 which caps its return (``benchmarks/RESULTS.md``, "Planners on PointMaze"); following the path does not wait.
+With ``follow_stall_steps = k`` a followed plan that has not advanced for ``k`` steps short of its end (the agent
+pressed against a wall that the sampled plan cuts through) is replaced by a new plan from where the agent is.
 
 Fast sampling: any sampler of :mod:`diffagents.diffusion` with fewer steps, and warm-start replanning
 (``warm_start``: the previous plan, shifted, is re-noised to an intermediate level and denoised from there).
@@ -83,6 +85,7 @@ class DiffuserConfig(AgentConfig):
     track_gains: tuple[float, ...] = (1.0, 1.0)
     follow_radius: float = 0.5
     follow_gains: tuple[float, ...] = (10.0, 1.0)
+    follow_stall_steps: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,6 +95,8 @@ class DiffuserConfig(AgentConfig):
         self._check(self.execution in ("actions", "track", "follow"), "execution", "'actions', 'track' or 'follow'",
                     self.execution)
         self._check(self.follow_radius > 0, "follow_radius", "> 0", self.follow_radius)
+        self._check(self.follow_stall_steps is None or self.follow_stall_steps >= 1, "follow_stall_steps",
+                    ">= 1 or None", self.follow_stall_steps)
         self._check(self.replan_every is None or self.replan_every >= 1, "replan_every", ">= 1 or None",
                     self.replan_every)
         self._check(self.warm_start is None or 0 < self.warm_start < 1, "warm_start", "in (0, 1) or None",
@@ -106,6 +111,9 @@ class Diffuser(OfflineAgent):
     config_class = DiffuserConfig
     uses_windows = True
     config: DiffuserConfig
+    acting_fields = frozenset({
+        "n_samples", "guide_scale", "n_guide_steps", "t_stopgrad", "scale_grad_by_std", "replan_every", "warm_start",
+        "sampler", "sampler_steps", "execution", "track_gains", "follow_radius", "follow_gains", "follow_stall_steps"})
 
     @property
     def state_dim(self) -> int:
@@ -226,6 +234,8 @@ class Diffuser(OfflineAgent):
         cache = state if isinstance(state, PlanCache) else PlanCache()
         had_plans = cache.plans is not None and cache.plans.shape[0] == obs.shape[0]
         idx = cache.due(obs.shape[0], episode_start, c.replan_every, replan_at_end=c.execution == "actions")
+        if c.execution == "follow" and c.follow_stall_steps is not None and had_plans:
+            idx = np.union1d(idx, self._stalled(cache, c.follow_stall_steps))
         if len(idx):
             starts = np.zeros(obs.shape[0], dtype=bool) if episode_start is None else \
                 np.asarray(episode_start, dtype=bool).reshape(-1)
@@ -244,11 +254,16 @@ class Diffuser(OfflineAgent):
             actions = self._track(obs, plans, steps)
         else:
             progress = cache.extra.get("progress")  # due() empties extra when the batch size changes
-            if progress is None:
+            moved = cache.extra.get("moved")  # plan age at which each env's progress last advanced
+            if progress is None or moved is None:
                 progress = torch.zeros(obs.shape[0], dtype=torch.long, device=obs.device)
+                moved = torch.zeros_like(progress)
             if len(idx):
-                progress[torch.as_tensor(idx, device=obs.device)] = 0  # a new plan is followed from its start
-            actions, cache.extra["progress"] = self._follow(obs, plans, progress)
+                new = torch.as_tensor(idx, device=obs.device)
+                progress[new], moved[new] = 0, 0  # a new plan is followed from its start
+            actions, advanced = self._follow(obs, plans, progress)
+            cache.extra["moved"] = torch.where(advanced > progress, steps, moved)
+            cache.extra["progress"] = advanced
         cache.advance()
         self.decisions += obs.shape[0]
         return actions, cache
@@ -290,6 +305,19 @@ class Diffuser(OfflineAgent):
         kp, kd = self.config.follow_gains
         act = kp * (points[torch.arange(b, device=obs.device), target] - cur[:, pos]) - kd * cur[:, vel]
         return self._scale_action(act), progress
+
+    @staticmethod
+    def _stalled(cache: PlanCache, k: int) -> np.ndarray:
+        """Envs whose followed plan has not advanced for ``k`` steps short of its end (``follow_stall_steps``).
+
+        Checked every ``k`` decisions, so the device-to-host copy of the ``(B,)`` flags happens once per ``k`` steps.
+        """
+        progress, moved = cache.extra.get("progress"), cache.extra.get("moved")
+        if progress is None or moved is None or cache.plans is None or cache.calls == 0 or cache.calls % k:
+            return np.zeros(0, dtype=np.int64)
+        age = torch.as_tensor(cache.age, device=progress.device)
+        stuck = (age - moved >= k) & (progress < cache.plans.shape[1] - 1)
+        return np.flatnonzero(stuck.cpu().numpy())
 
     def _raw(self, obs: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
         """Env-unit observations: ``obs`` (``(B, O)``, normalised) itself, or with its state part replaced by each

@@ -21,11 +21,13 @@ class PlanCache:
         plans: ``(B, H, D)`` current plan of every env (normalised space), or None before the first plan.
         age: ``(B,)`` steps executed since each env's plan was made.
         extra: per-env tensors an agent wants to keep with the plan (e.g. observation history).
+        calls: decisions made with this cache since its batch size was set (all envs step together).
     """
 
     plans: torch.Tensor | None = None
     age: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    calls: int = 0
 
     def due(self, batch: int, episode_start: np.ndarray | None, replan_every: int | None, *,
             replan_at_end: bool = True) -> np.ndarray:
@@ -38,6 +40,7 @@ class PlanCache:
             self.plans = None
             self.age = np.zeros(batch, dtype=np.int64)
             self.extra = {}
+            self.calls = 0
             return np.arange(batch)
         need = np.zeros(batch, dtype=bool)
         if episode_start is not None:
@@ -63,6 +66,7 @@ class PlanCache:
 
     def advance(self) -> None:
         self.age += 1
+        self.calls += 1
 
 
 def shift_plans(plans: torch.Tensor, k: int) -> torch.Tensor:
