@@ -234,12 +234,14 @@ class Diffuser(OfflineAgent):
         cache = state if isinstance(state, PlanCache) else PlanCache()
         had_plans = cache.plans is not None and cache.plans.shape[0] == obs.shape[0]
         idx = cache.due(obs.shape[0], episode_start, c.replan_every, replan_at_end=c.execution == "actions")
-        if c.execution == "follow" and c.follow_stall_steps is not None and had_plans:
-            idx = np.union1d(idx, self._stalled(cache, c.follow_stall_steps))
+        stalled = self._stalled(cache, c.follow_stall_steps) if (c.execution == "follow" and had_plans and
+                                                                  c.follow_stall_steps is not None) else idx[:0]
+        idx = np.union1d(idx, stalled)
         if len(idx):
             starts = np.zeros(obs.shape[0], dtype=bool) if episode_start is None else \
                 np.asarray(episode_start, dtype=bool).reshape(-1)
             warm = idx[~starts[idx]] if (had_plans and c.warm_start is not None) else idx[:0]
+            warm = np.setdiff1d(warm, stalled)  # a plan that stalled is no start for the next one
             cold = np.setdiff1d(idx, warm)
             for sub, prev in ((cold, None), (warm, cache.plans[warm] if len(warm) and cache.plans is not None
                                               else None)):
