@@ -72,6 +72,10 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     return {"variant": variant, "seed": seed, "curve": curve, "wall_s": wall, "hardware": hardware()}
 
 
+RECON = (", cpql-recon = the same with the official code's reconstruction BC term (`bc_loss=\"recon\"`, the offline "
+         "default) instead of the consistency loss")
+
+
 def reuse_runs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
     """Runs of the variants not being run now from ``args.reuse`` (an earlier report of this script), checked to
     share the env, env steps, seeds and evaluation schedule; plus the report line that says so."""
@@ -83,7 +87,8 @@ def reuse_runs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str
     runs = [{"hardware": old["hardware"], **r} for r in old["runs"] if r["variant"] not in args.variants]
     names = sorted({r["variant"] for r in runs})
     note = f"Runs of {', '.join(names)} reused from an earlier report (`{args.reuse.name}` as it was then; " \
-           f"hardware: {', '.join(sorted({r['hardware'] for r in runs}))}); their wall times are that hardware's."
+           f"hardware: {', '.join(sorted({r['hardware'] for r in runs}))}); their wall times are that hardware's. " \
+           f"To rerun them: the command below with `--variants {' '.join(names)}` and without `--reuse`."
     return runs, [note]
 
 
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = [f"# Online CPQL vs SAC on {args.env}", "",
              f"Seeds {args.seeds}; {args.steps} env steps; learning_starts {args.learning_starts}, batch "
              f"{args.batch_size}, 1 gradient step per env step for both; SAC = SB3 defaults, CPQL = official online "
-             f"defaults (ReLU). Eval: {args.eval_episodes} deterministic episodes every {args.eval_every} steps.",
+             f"defaults (ReLU){RECON if 'cpql-recon' in variants else ''}. Eval: {args.eval_episodes} deterministic "
+             f"episodes every {args.eval_every} steps.",
              f"Hardware: {hardware()}.", *reuse_note, ""] + table_lines(table, budgets)
     payload = {"args": {**vars(args), "reuse": str(args.reuse) if args.reuse else None}, "budgets": budgets,
                "table": table, "runs": runs, "hardware": hardware()}

@@ -4,7 +4,9 @@ Reads the zoo cards ``diffuser-pointmaze-{umaze,medium,large}`` (or, for a run t
 ``results/diffuser-pointmaze-MAZE.card.json``: the card ``diffagents zoo train`` wrote; the Diffuser score and the d3rlpy baselines trained
 on the same data for the same gradient steps, ``benchmarks/zoo_baselines.py``) and the execution comparisons
 ``results/maze_execution_{maze}.json`` (``benchmarks/maze_execution.py``: the same weights tracked as a timetable,
-as in the paper, or followed as a path). Mazes without a card are left out.
+as in the paper, or followed as a path) and, where present, ``results/maze_execution_{maze}_100ep.json`` (the
+recipe's execution over 100 episodes, the size of the reference scores' own estimate, next to the controller on the
+same seeds). Mazes without a card are left out.
 
     python benchmarks/pointmaze_table.py
 """
@@ -60,9 +62,10 @@ def main() -> None:
              "/ (noise-free waypoint controller - random), both measured on the eval env (100 episodes), i.e. 100 = "
              "the controller that made the data, without its noise. One training seed (0), 20 deterministic episodes "
              "(seeds 10000+), the same gradient steps for every method.\n",
-             "| maze | Diffuser, follow the plan (ours; zoo card) | Diffuser, track the plan (paper) | timetable cap | "
-             "d3rlpy BC | d3rlpy IQL | gradient steps | Diffuser train | paper (D4RL scale) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| maze | Diffuser, follow the plan (ours; zoo card) | the same, 100 episodes [controller] | "
+             "Diffuser, track the plan (paper) | timetable cap | d3rlpy BC | d3rlpy IQL | gradient steps | "
+             "Diffuser train | paper (D4RL scale) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     details = []
     for maze in MAZES:
         path = CARDS / f"diffuser-pointmaze-{maze}.json"
@@ -76,12 +79,23 @@ def main() -> None:
         exe = json.loads(exe_path.read_text()) if exe_path.is_file() else None
         rows = {r["variant"]: r for r in exe["rows"]} if exe else {}
         track = _cell(rows.get("track"))
+        long_path = HERE / "results" / f"maze_execution_{maze}_100ep.json"
+        long = {r["variant"]: r for r in json.loads(long_path.read_text())["rows"]} if long_path.is_file() else {}
+        ctrl = next((r for name, r in long.items() if name.startswith("waypoint controller")), None)
+        agent_long = next((r for name, r in long.items() if name.startswith("follow")), None)
+        long_cell = f"{_cell(agent_long)} [{ctrl['normalized_mean']:.1f}]" if agent_long and ctrl else "–"
         cap = f"{exe['meta']['timetable_cap_normalized']:.1f}" if exe else "–"
         base = card.get("baselines", {})
         shipped = "" if path.parent == CARDS else " (not shipped)"
-        lines.append(f"| {maze}{shipped} | {_cell(card['evaluation'])} | {track} | {cap} | {_cell(base.get('bc'))} | "
+        lines.append(f"| {maze}{shipped} | {_cell(card['evaluation'])} | {long_cell} | {track} | {cap} | "
+                     f"{_cell(base.get('bc'))} | "
                      f"{_cell(base.get('iql'))} | {card['gradient_steps']} | {card['wall_time_s']:.0f} s | "
                      f"{PAPER[maze]} |")
+        if long_path.is_file():
+            details.append(f"**{maze}, 100 episodes** (`python benchmarks/maze_execution.py --agent "
+                           f"diffuser-pointmaze-{maze} --episodes 100 --variants follow:0.5:25 --out "
+                           f"benchmarks/results/maze_execution_{maze}_100ep`): "
+                           + long_path.with_suffix(".md").read_text().strip())
         md = exe_path.with_suffix(".md")
         if md.is_file():
             details.append(f"**{maze}** (`python benchmarks/maze_execution.py --agent diffuser-pointmaze-{maze} "

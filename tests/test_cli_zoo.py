@@ -429,6 +429,9 @@ def test_rescore_applies_acting_settings_only_and_keeps_the_weights(tmp_path: Pa
         for name, value in tensors.items():
             assert torch.equal(value, after[part][name]), (part, name)
 
+    again = zoo.rescore("diffuser-tiny-umaze", device="cpu")  # nothing new: re-evaluated, the record kept
+    assert again["rescored"]["changed"] == info["rescored"]["changed"] and again["evaluation"] == info["evaluation"]
+
     recipe["hyperparameters"]["dim"] = 32  # changes what is learned: only training again matches the recipe
     path.write_text(yaml.safe_dump(recipe))
     with pytest.raises(ValueError, match=r"\['dim'\].*zoo train diffuser-tiny-umaze"):

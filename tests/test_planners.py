@@ -214,6 +214,7 @@ def test_maze_follow_replans_only_an_env_that_stalls_short_of_the_plan_end(maze_
             agent.config.follow_stall_steps = stall
             _, state = agent.predict(obs, episode_start=np.array([True, True]), deterministic=True)
             state.extra["progress"][1] = h - 1  # env 1 has arrived at its plan's end
+            first = state.plans.clone()
             made, counts = agent.plans_made, []
             for _ in range(k):
                 _, state = agent.predict(obs, state=state, episode_start=np.array([False, False]),
@@ -222,7 +223,14 @@ def test_maze_follow_replans_only_an_env_that_stalls_short_of_the_plan_end(maze_
             assert counts == [0] * (k - 1) + [expected]  # checked on the k-th decision only
             if stall is not None:
                 assert state.age.tolist() == [1, k + 1]  # env 0 has a fresh plan, env 1 kept its own
-                assert state.extra["progress"][1] == h - 1
+                assert state.extra["progress"][1] == h - 1 and torch.equal(state.plans[1], first[1])
+        # alone, from the same state, the same (deterministic) noise would give the stalled plan back: it draws other
+        agent.config.follow_stall_steps = k
+        _, state = agent.predict(one, episode_start=np.array([True]), deterministic=True)
+        first = state.plans.clone()
+        for _ in range(k):
+            _, state = agent.predict(one, state=state, episode_start=np.array([False]), deterministic=True)
+        assert state.age.tolist() == [1] and not torch.allclose(state.plans, first)
     finally:
         agent.config.execution, agent.config.follow_stall_steps = "track", None
 

@@ -317,7 +317,8 @@ def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
     the agent class (its ``acting_fields``: how a plan is executed, never what is learned), so the stored weights
     are the ones the recipe trains. They are written into the checkpoint's config; the card gets the recipe's
     hyperparameters, a new evaluation (same episodes and seeds as :func:`train`) and a ``rescored`` record of
-    what changed, when and on which hardware.
+    what changed since training, when and on which hardware. With no change it re-evaluates the shipped weights
+    under the installed code (after a fix to how an agent acts).
 
     Raises:
         ValueError: for a multi-agent / generator / distilled entry, or when a differing hyperparameter is not
@@ -349,7 +350,8 @@ def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
                                           _reference(entry))
     info["hyperparameters"] = dict(entry.hyperparameters)
     info["weights_bytes"] = entry.weights.stat().st_size
-    info["rescored"] = {"changed": changed, "date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
+    since_training = {**info.get("rescored", {}).get("changed", {}), **changed}  # every rescore since `train`
+    info["rescored"] = {"changed": since_training, "date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
                         "command": f"diffagents zoo rescore {zoo_id}"}
     _write_card(entry.card_path, info)
     return info

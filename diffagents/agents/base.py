@@ -401,9 +401,9 @@ class OfflineAgent(BaseAlgorithm):
                             "(a consistency actor's step count is config.sampler_steps)")
         model.set_sampler(sampler, num_inference_steps, **kwargs)  # type: ignore[operator]
 
-    def eval_generator(self) -> torch.Generator:
-        """A generator seeded with ``config.eval_seed`` for deterministic action sampling."""
-        return torch.Generator(device=self.device).manual_seed(self.config.eval_seed)
+    def eval_generator(self, offset: int = 0) -> torch.Generator:
+        """A generator seeded with ``config.eval_seed`` (plus ``offset``) for deterministic action sampling."""
+        return torch.Generator(device=self.device).manual_seed(self.config.eval_seed + offset)
 
     # ------------------------------------------------------------------ persistence (see checkpointing.py)
     def _extra_state(self) -> dict[str, Any]:

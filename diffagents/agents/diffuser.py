@@ -189,11 +189,12 @@ class Diffuser(OfflineAgent):
         goal[:, keep] = zero_norm[:, : self.state_dim][:, keep]
         return goal
 
-    def _plan(self, obs: torch.Tensor, deterministic: bool, prev: torch.Tensor | None = None) -> torch.Tensor:
+    def _plan(self, obs: torch.Tensor, deterministic: bool, prev: torch.Tensor | None = None, salt: int = 0
+              ) -> torch.Tensor:
         """Best of ``n_samples`` guided plans per observation row: ``(B, H, A + S)`` (a CUDA graph with
-        ``cuda_graph=True``)."""
+        ``cuda_graph=True``); deterministic plans draw the noise of ``eval_generator(salt)``."""
         assert self.ema is not None
-        gen = self.eval_generator() if deterministic else None
+        gen = self.eval_generator(salt) if deterministic else None
         plans = self._graphed("plan", self._sample_plans, *((obs,) if prev is None else (obs, prev)), generator=gen,
                               key=(self.ema.model.sampler,))
         self.plans_made += obs.shape[0]
@@ -242,11 +243,14 @@ class Diffuser(OfflineAgent):
                 np.asarray(episode_start, dtype=bool).reshape(-1)
             warm = idx[~starts[idx]] if (had_plans and c.warm_start is not None) else idx[:0]
             warm = np.setdiff1d(warm, stalled)  # a plan that stalled is no start for the next one
-            cold = np.setdiff1d(idx, warm)
-            for sub, prev in ((cold, None), (warm, cache.plans[warm] if len(warm) and cache.plans is not None
-                                              else None)):
+            cold = np.setdiff1d(idx, np.union1d(warm, stalled))
+            # the same noise from the same state would give the stalled plan back: draw other noise (deterministic
+            # mode: the evaluation seed offset by the decision count)
+            for sub, prev, salt in ((cold, None, 0), (warm, cache.plans[warm] if len(warm) and cache.plans is not None
+                                                      else None, 0), (stalled, None, cache.calls)):
                 if len(sub):
-                    cache.store(sub, self._plan(obs[torch.as_tensor(sub, device=obs.device)], deterministic, prev))
+                    cache.store(sub, self._plan(obs[torch.as_tensor(sub, device=obs.device)], deterministic, prev,
+                                                salt))
         plans, age = cache.current()
         rows = torch.arange(obs.shape[0], device=obs.device)
         steps = torch.as_tensor(age, device=obs.device)
