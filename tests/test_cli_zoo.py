@@ -431,6 +431,10 @@ def test_rescore_applies_acting_settings_only_and_keeps_the_weights(tmp_path: Pa
 
     again = zoo.rescore("diffuser-tiny-umaze", device="cpu")  # nothing new: re-evaluated, the record kept
     assert again["rescored"]["changed"] == info["rescored"]["changed"] and again["evaluation"] == info["evaluation"]
+    del recipe["hyperparameters"]["follow_gains"]  # a setting dropped from the recipe returns to its default
+    path.write_text(yaml.safe_dump(recipe))
+    assert zoo.rescore("diffuser-tiny-umaze", device="cpu")["rescored"]["changed"]["follow_gains"] == [10.0, 1.0]
+    assert list(zoo.load("diffuser-tiny-umaze", device="cpu").config.follow_gains) == [10.0, 1.0]
 
     recipe["hyperparameters"]["dim"] = 32  # changes what is learned: only training again matches the recipe
     path.write_text(yaml.safe_dump(recipe))

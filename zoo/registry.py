@@ -313,7 +313,8 @@ def _write_card(path: Path, info: dict[str, Any]) -> None:
 def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
     """Re-score a trained entry after an *acting-only* change to its recipe, without training again.
 
-    The recipe's hyperparameters that differ from the shipped checkpoint's config must all be acting settings of
+    The config the recipe gives (its hyperparameters, defaults for the rest) is compared with the shipped
+    checkpoint's; the fields that differ must all be acting settings of
     the agent class (its ``acting_fields``: how a plan is executed, never what is learned), so the stored weights
     are the ones the recipe trains. They are written into the checkpoint's config; the card gets the recipe's
     hyperparameters, a new evaluation (same episodes and seeds as :func:`train`) and a ``rescored`` record of
@@ -334,7 +335,8 @@ def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
         raise ValueError(f"zoo rescore: expected a single-agent entry, got {zoo_id!r} ({entry.algo})")
     agent = backend.load(entry, None, device)
     stored = dataclasses.asdict(agent.config)
-    changed = {k: v for k, v in entry.hyperparameters.items() if _plain(stored.get(k)) != _plain(v)}
+    wanted = dataclasses.asdict(type(agent.config)(**backend.hyperparameters(entry)))  # defaults where unnamed
+    changed = {k: _plain(v) for k, v in wanted.items() if _plain(stored.get(k)) != _plain(v)}
     acting: frozenset[str] = getattr(type(agent), "acting_fields", frozenset())
     learned = sorted(set(changed) - acting)
     if learned:
@@ -348,7 +350,7 @@ def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
     info = card(zoo_id)
     info["evaluation"] = backend.evaluate(agent, backend.env(entry), entry.eval_episodes, 10_000 + entry.seed,
                                           _reference(entry))
-    info["hyperparameters"] = dict(entry.hyperparameters)
+    info["hyperparameters"] = backend.hyperparameters(entry)
     info["weights_bytes"] = entry.weights.stat().st_size
     since_training = {**info.get("rescored", {}).get("changed", {}), **changed}  # every rescore since `train`
     info["rescored"] = {"changed": since_training, "date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
