@@ -310,6 +310,12 @@ def _write_card(path: Path, info: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _card_evaluation(entry: ZooEntry, agent: Any, env: Any, reference: tuple[float, float] | None
+                     ) -> dict[str, Any]:
+    """The card's evaluation protocol: the recipe's episode count from seed ``10000 + seed``, one env."""
+    return _backend(entry).evaluate(agent, env, entry.eval_episodes, 10_000 + entry.seed, reference)
+
+
 def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
     """Re-score a trained entry after an *acting-only* change to its recipe, without training again.
 
@@ -348,8 +354,7 @@ def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
         backend.save(agent, entry.weights, entry.weights_dtype)
         agent = backend.load(entry, None, device)  # score what is stored
     info = card(zoo_id)
-    info["evaluation"] = backend.evaluate(agent, backend.env(entry), entry.eval_episodes, 10_000 + entry.seed,
-                                          _reference(entry))
+    info["evaluation"] = _card_evaluation(entry, agent, backend.env(entry), _reference(entry))
     info["hyperparameters"] = backend.hyperparameters(entry)
     info["weights_bytes"] = entry.weights.stat().st_size
     since_training = {**info.get("rescored", {}).get("changed", {}), **changed}  # every rescore since `train`
@@ -378,7 +383,7 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     backend.save(agent, weights, entry.weights_dtype)
     shipped = backend.load(entry, env, device, weights)  # the card scores the stored (e.g. float16) weights
     reference = None if entry.generator else reference_scores(ds)  # the card keeps them (see _reference)
-    evaluation = backend.evaluate(shipped, env, entry.eval_episodes, 10_000 + entry.seed, reference)
+    evaluation = _card_evaluation(entry, shipped, env, reference)
     info = {
         "id": zoo_id, "algo": type(agent).__name__, "dataset": ds.spec.dataset_id, "dataset_size": ds.total_steps,
         "env": backend.env_label(entry, ds), "gradient_steps": entry.steps, "seed": entry.seed,

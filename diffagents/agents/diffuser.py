@@ -244,10 +244,13 @@ class Diffuser(OfflineAgent):
             warm = idx[~starts[idx]] if (had_plans and c.warm_start is not None) else idx[:0]
             warm = np.setdiff1d(warm, stalled)  # a plan that stalled is no start for the next one
             cold = np.setdiff1d(idx, np.union1d(warm, stalled))
-            # the same noise from the same state would give the stalled plan back: draw other noise (deterministic
-            # mode: the evaluation seed offset by the decision count)
-            for sub, prev, salt in ((cold, None, 0), (warm, cache.plans[warm] if len(warm) and cache.plans is not None
-                                                      else None, 0), (stalled, None, cache.calls)):
+            # (envs, previous plans to warm-start from, noise offset): the same noise from the same state would give
+            # a stalled plan back, so its replacement draws other noise (deterministic mode: the evaluation seed
+            # offset by the decision count)
+            groups: list[tuple[np.ndarray, torch.Tensor | None, int]] = [(cold, None, 0), (stalled, None, cache.calls)]
+            if len(warm) and cache.plans is not None:
+                groups.append((warm, cache.plans[warm], 0))
+            for sub, prev, salt in groups:
                 if len(sub):
                     cache.store(sub, self._plan(obs[torch.as_tensor(sub, device=obs.device)], deterministic, prev,
                                                 salt))
@@ -319,7 +322,7 @@ class Diffuser(OfflineAgent):
         Checked every ``k`` decisions, so the device-to-host copy of the ``(B,)`` flags happens once per ``k`` steps.
         """
         progress, moved = cache.extra.get("progress"), cache.extra.get("moved")
-        if progress is None or moved is None or cache.plans is None or cache.calls == 0 or cache.calls % k:
+        if progress is None or moved is None or cache.plans is None or cache.calls % k:
             return np.zeros(0, dtype=np.int64)
         age = torch.as_tensor(cache.age, device=progress.device)
         stuck = (age - moved >= k) & (progress < cache.plans.shape[1] - 1)
