@@ -257,9 +257,12 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         return 0
     if not args.id:
         raise CLIError(f"zoo {args.action}: missing ZOO_ID (see `diffagents zoo list`)")
+    if args.checkpoint_dir and args.action != "train":
+        raise CLIError(f"--checkpoint-dir: only for `zoo train`, not `zoo {args.action}`")
     try:
         if args.action == "train":
-            info = zoo.train(args.id, device=args.device, progress_bar=not args.no_progress)
+            info = zoo.train(args.id, device=args.device, progress_bar=not args.no_progress,
+                             checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None)
             console.print_json(json.dumps(info))
         elif args.action == "rescore":
             console.print_json(json.dumps(zoo.rescore(args.id, device=args.device)))
@@ -396,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eval: env copies stepped together (the agent acts on a batch; single-agent entries)")
     z.add_argument("--device", default="auto")
     z.add_argument("--output", default=None, help="enjoy: GIF/MP4 path")
+    z.add_argument("--checkpoint-dir", default=None,
+                   help="train: keep training checkpoints in this folder and resume from the newest one there")
     z.add_argument("--no-progress", action="store_true")
     z.set_defaults(func=cmd_zoo)
 

@@ -441,3 +441,52 @@ def test_rescore_applies_acting_settings_only_and_keeps_the_weights(tmp_path: Pa
     with pytest.raises(ValueError, match=r"\['dim'\].*zoo train diffuser-tiny-umaze"):
         zoo.rescore("diffuser-tiny-umaze", device="cpu")
     assert main(["zoo", "rescore", "diffuser-tiny-umaze"]) == 2
+
+
+def test_zoo_train_resumes_from_its_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recipe trained in two pieces (``--checkpoint-dir``) ends with the weights of an uninterrupted run."""
+    import yaml
+    from diffagents.zoo import registry
+
+    from diffagents.persistence import read_checkpoint
+
+    for name in ("RECIPES", "WEIGHTS", "CARDS"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setattr(registry, name, tmp_path / name)
+    recipe = {"algo": "Diffuser", "dataset": "diffagents/pointmaze/umaze-v0", "dataset_size": 1200,
+              "env": "PointMaze_UMaze-v3", "steps": 6, "seed": 0, "eval_episodes": 1,
+              "hyperparameters": {"horizon": 8, "dim": 16, "dim_mults": [1, 2], "n_diffusion_steps": 4,
+                                  "batch_size": 8, "ema_start": 1, "ema_every": 1,
+                                  "state_dims": 4, "goal_obs_dims": [4, 6], "execution": "follow",
+                                  "replan_every": None, "value_guidance": False, "n_samples": 1,
+                                  "clip_denoised": True, "obs_normalization": "minmax",
+                                  "termination_penalty": None}}
+    path = tmp_path / "RECIPES" / "diffuser-tiny-umaze.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    (tmp_path / "whole").mkdir()
+    whole = zoo.train("diffuser-tiny-umaze", device="cpu", out_dir=tmp_path / "whole")
+    assert "resumed_from_step" not in whole
+
+    ckpt = tmp_path / "ckpt"
+    path.write_text(yaml.safe_dump({**recipe, "steps": 4}))  # a first piece stopped at step 4 ...
+    first = zoo.train("diffuser-tiny-umaze", device="cpu", checkpoint_dir=ckpt)
+    assert [p.name for p in sorted(ckpt.glob("step_*.zip"))] == ["step_000000004.zip"]
+    path.write_text(yaml.safe_dump(recipe))  # ... is continued to the recipe's 6 steps
+    assert main(["zoo", "train", "diffuser-tiny-umaze", "--device", "cpu", "--no-progress",
+                 "--checkpoint-dir", str(ckpt)]) == 0
+    resumed = zoo.card("diffuser-tiny-umaze")
+    assert resumed["resumed_from_step"] == 4 and resumed["gradient_steps"] == 6
+    assert resumed["wall_time_s"] >= first["wall_time_s"]  # both pieces
+    a = read_checkpoint(tmp_path / "whole" / "diffuser-tiny-umaze.zip").weights
+    b = read_checkpoint(registry.WEIGHTS / "diffuser-tiny-umaze.zip").weights
+    assert a.keys() == b.keys()
+    for part, tensors in a.items():
+        for name, value in tensors.items():
+            assert torch.equal(value, b[part][name]), (part, name)
+    assert resumed["evaluation"] == whole["evaluation"]
+
+    assert main(["zoo", "eval", "diffuser-tiny-umaze", "--checkpoint-dir", str(ckpt)]) == 2
+    madiff = "madiff-mpe-spread-expert"
+    (tmp_path / "RECIPES" / f"{madiff}.yaml").write_text((registry.ROOT / "recipes" / f"{madiff}.yaml").read_text())
+    with pytest.raises(ValueError, match="checkpoint_dir.*MADiff"):
+        zoo.train(madiff, checkpoint_dir=ckpt)

@@ -7,7 +7,10 @@ and a model card (``cards/<id>.json``: dataset, steps, seed, hardware, wall time
 and the evaluation, mean +- std over >= 20 episodes with the normalized score). A recipe without trained
 weights is listed as untrained (``list_agents(trained_only=False)``) until ``diffagents zoo train ID`` runs it.
 After a change to a recipe's acting settings only (e.g. how a planner executes its plans), ``diffagents zoo
-rescore ID`` writes them into the shipped checkpoint and re-evaluates its card without training again.
+rescore ID`` writes them into the shipped checkpoint and re-evaluates its card without training again. A recipe
+longer than one sitting trains in pieces: ``diffagents zoo train ID --checkpoint-dir DIR`` keeps full training
+checkpoints in ``DIR`` and, run again, resumes from the newest one with the weights an uninterrupted run would reach
+(the card then sums the pieces' wall time and names ``resumed_from_step``).
 
 Multi-agent entries (``algo: MADiff``, see :mod:`diffagents.zoo.multi_agent`) run on PettingZoo Parallel envs:
 ``make_env`` returns the env factory, ``load`` a MADiff bound to it, ``evaluate`` reports team returns.

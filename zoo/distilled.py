@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 class Distilled(SingleAgent):
     """How the registry builds and trains distilled entries (save / load / evaluate as for single agents)."""
 
+    resumable = False  # its learn() keeps no training checkpoints
+
     @classmethod
     def build(cls, entry: ZooEntry, dataset: Any, env: Any, device: str) -> DistilledPolicy:
         from diffagents.zoo.registry import _entry, load

@@ -25,6 +25,8 @@ class Generator(SingleAgent):
     """How the registry builds, fits, saves, loads and evaluates SynthER entries (the env is the simulator that
     judges fidelity: the recipe's ``env`` id or the dataset's eval env, as for single agents)."""
 
+    resumable = False  # its fit() keeps no training checkpoints
+
     @staticmethod
     def agent_class(entry: ZooEntry) -> Any:
         from diffagents.agents.synther import SynthER

@@ -23,6 +23,8 @@ class MultiAgent(SingleAgent):
     """How the registry builds, saves and evaluates MADiff entries (build / learn / save / load as for
     single agents, with the env factory as ``env``)."""
 
+    resumable = False  # its learn() keeps no training checkpoints
+
     @staticmethod
     def agent_class(entry: ZooEntry) -> Any:
         from diffagents.agents.madiff import MADiff

@@ -132,6 +132,8 @@ def list_agents(trained_only: bool = True) -> list[dict[str, Any]]:
 class SingleAgent:
     """How the registry builds, saves and evaluates SB3-style agents on Gymnasium envs (the default backend)."""
 
+    resumable = True  # ``learn`` takes a ``checkpoint_dir`` and resumes from it (``zoo train --checkpoint-dir``)
+
     @staticmethod
     def agent_class(entry: ZooEntry) -> Any:
         from diffagents.agents import get_agent_class
@@ -148,8 +150,11 @@ class SingleAgent:
                                       **cls.hyperparameters(entry))
 
     @staticmethod
-    def learn(agent: Any, steps: int, progress_bar: bool) -> None:
-        agent.learn(steps, progress_bar=progress_bar)
+    def learn(agent: Any, steps: int, progress_bar: bool, checkpoint_dir: Path | None = None) -> None:
+        if checkpoint_dir is None:
+            agent.learn(steps, progress_bar=progress_bar)
+        else:  # only resumable backends get here (see ``train``)
+            agent.learn(steps, progress_bar=progress_bar, checkpoint_dir=checkpoint_dir)
 
     @staticmethod
     def save(agent: Any, path: Path, weights_dtype: str | None) -> None:
@@ -364,21 +369,33 @@ def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
     return info
 
 
-def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_dir: Path | None = None
-          ) -> dict[str, Any]:
-    """Run a recipe end to end (dataset generation included), save weights and write the model card."""
+def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_dir: Path | None = None,
+          checkpoint_dir: Path | None = None) -> dict[str, Any]:
+    """Run a recipe end to end (dataset generation included), save weights and write the model card.
+
+    Args:
+        checkpoint_dir: keep full training checkpoints there (every 1000 steps) and resume from the newest one, so a
+            recipe longer than one sitting can be trained in pieces and ends with the weights of an uninterrupted
+            run (CPU, same seed; see ``OfflineAgent.learn``). The card's wall time then sums the pieces and
+            ``resumed_from_step`` names where this call started. SB3-style agents only.
+    """
     from diffagents.data import make_dataset, reference_scores
     from diffagents.sysinfo import hardware
 
     entry = _entry(zoo_id)
     backend = _backend(entry)
+    if checkpoint_dir is not None and not getattr(backend, "resumable", False):
+        raise ValueError(f"checkpoint_dir: zoo train resumes SB3-style agents only, not {entry.algo} ({zoo_id})")
     ds = make_dataset(entry.dataset, size=entry.dataset_size)
     env = backend.env(entry, ds)
     hyper = backend.hyperparameters(entry)
     agent = backend.build(entry, ds, env, device)
     t0 = time.perf_counter()
-    backend.learn(agent, entry.steps, progress_bar)
+    backend.learn(agent, entry.steps, progress_bar, *([Path(checkpoint_dir)] if checkpoint_dir is not None else []))
     wall = time.perf_counter() - t0
+    start_step = 0
+    if checkpoint_dir is not None:  # the pieces of a resumed run: the counters come from the checkpoint
+        wall, start_step = agent.train_wall_s, agent._num_timesteps_at_start
     weights = (out_dir / f"{zoo_id}.zip") if out_dir else entry.weights
     backend.save(agent, weights, entry.weights_dtype)
     shipped = backend.load(entry, env, device, weights)  # the card scores the stored (e.g. float16) weights
@@ -392,5 +409,7 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
         "evaluation": evaluation, "reference_scores": list(reference) if reference else None,
         "weights_bytes": weights.stat().st_size, **backend.card_extra(entry),
     }
+    if start_step:
+        info["resumed_from_step"] = start_step
     _write_card((out_dir / f"{zoo_id}.json") if out_dir else entry.card_path, info)
     return info

@@ -135,6 +135,7 @@ class OfflineAgent(BaseAlgorithm):
         self.normalizers: dict[str, Any] = {}
         self.ema: EMA | None = None
         self.updaters: dict[str, Updater] = {}
+        self.train_wall_s = 0.0  # seconds spent in learn() over this agent's training, resumed runs included
         if _init_setup_model:
             self._setup_model()
 
@@ -323,6 +324,7 @@ class OfflineAgent(BaseAlgorithm):
         self.policy.set_training_mode(True)
         stats: dict[str, torch.Tensor] = {}
         t0 = time.perf_counter()
+        wall_before = self.train_wall_s
         while self.num_timesteps < total_timesteps:
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             self._update_learning_rate([u.optimizer for u in self.updaters.values()])
@@ -334,6 +336,7 @@ class OfflineAgent(BaseAlgorithm):
             if log_interval and self.num_timesteps % log_interval == 0:
                 self._log(stats, t0)
             if ckpt_dir is not None and self.num_timesteps % checkpoint_every == 0:
+                self.train_wall_s = wall_before + time.perf_counter() - t0
                 write_training_checkpoint(self, ckpt_dir, keep_checkpoints)
             cb.update_locals(locals())
             if not cb.on_step():
@@ -341,6 +344,7 @@ class OfflineAgent(BaseAlgorithm):
             self.policy.set_training_mode(True)  # evaluation callbacks switch to eval mode
         if stats and not (log_interval and self.num_timesteps % log_interval == 0):
             check_finite(stats, self.num_timesteps)
+        self.train_wall_s = wall_before + time.perf_counter() - t0
         if ckpt_dir is not None and self.num_timesteps % checkpoint_every:
             write_training_checkpoint(self, ckpt_dir, keep_checkpoints)
         cb.on_training_end()

@@ -61,6 +61,7 @@ def agent_checkpoint(agent: OfflineAgent) -> Checkpoint:
         "normalizers": norm_meta,
         "num_timesteps": int(agent.num_timesteps),
         "n_updates": int(agent._n_updates),
+        "train_wall_s": float(agent.train_wall_s),
         "ema_num_updates": agent.ema.num_updates if agent.ema is not None else 0,
         "extra": agent._extra_state(),
         "rng": rng_meta,
@@ -98,6 +99,7 @@ def restore_agent(agent: OfflineAgent, ckpt: Checkpoint, where: str) -> None:
                               f"configuration: {type(exc).__name__}: {exc}") from exc
     agent.num_timesteps = int(ckpt.meta.get("num_timesteps", 0))
     agent._n_updates = int(ckpt.meta.get("n_updates", 0))
+    agent.train_wall_s = float(ckpt.meta.get("train_wall_s", 0.0))
     agent._load_extra_state(ckpt.meta.get("extra", {}))
 
 
