@@ -280,3 +280,32 @@ def test_deterministic_selection_is_argmax_q(dataset: Any) -> None:
         q = agent.nets["critic_target"].q_min(obs_rep, cand)
         chosen, _ = agent._act(obs, None, None, deterministic=True)
     torch.testing.assert_close(chosen[0], cand[q.argmax()])
+
+
+# valid values for every acting field (``OfflineAgent.acting_fields``): the test takes the first that differs from
+# the agent's own
+ACTING_ALTERNATIVES: dict[str, list[Any]] = {
+    "eval_seed": [7], "cuda_graph": [True], "n_candidates": [3], "selection": ["argmax"], "sampler": ["ddim", "dpm"],
+    "sampler_steps": [2], "action_horizon": [3], "guidance_weight": [2.0], "target_return": [0.5],
+    "replan_every": [3], "n_samples": [3], "guide_scale": [0.3], "n_guide_steps": [1], "t_stopgrad": [1],
+    "scale_grad_by_std": [False], "warm_start": [0.5], "execution": ["track", "actions"],
+    "track_gains": [(5.0, 0.5)], "follow_radius": [0.3], "follow_gains": [(8.0, 1.0)], "follow_stall_steps": [5],
+}
+
+
+@pytest.mark.parametrize("name,kwargs", AGENTS)
+def test_acting_fields_never_change_what_is_learned(name: str, kwargs: dict[str, Any], dataset: Any) -> None:
+    """`zoo rescore` may change an agent's acting fields on shipped weights: training with every one of them
+    changed must give the same weights."""
+    a = build(name, kwargs, dataset).learn(6)  # built and trained before b: construction seeds the global RNGs
+    fields = type(a).acting_fields  # CPQL(...) with a dataset builds its offline class
+    missing = sorted(fields - set(ACTING_ALTERNATIVES))
+    assert not missing, f"add alternative values for {missing} to ACTING_ALTERNATIVES"
+    changed = {f: next((v for v in ACTING_ALTERNATIVES[f] if v != getattr(a.config, f)), None) for f in fields}
+    assert None not in changed.values(), f"ACTING_ALTERNATIVES: no value differs from {name}'s for {changed}"
+    b = build(name, kwargs, dataset, **changed).learn(6)
+    assert all(getattr(b.config, f) != getattr(a.config, f) for f in changed)
+    for part, net in a.nets.items():
+        for key, value in net.state_dict().items():
+            torch.testing.assert_close(value, b.nets[part].state_dict()[key], rtol=0, atol=0,
+                                       msg=f"{name}: {part}.{key} differs")

@@ -94,9 +94,10 @@ class OfflineAgent(BaseAlgorithm):
     ema_acts: ClassVar[bool] = True
     """True when the EMA copy is the acting network, so ``save(exclude=["training_weights"])`` may leave out the
     network it averages; False where the EMA is only a training target (consistency models: CPQL, distillation)."""
-    acting_fields: ClassVar[frozenset[str]] = frozenset()
+    acting_fields: ClassVar[frozenset[str]] = frozenset({"eval_seed", "cuda_graph"})
     """Config fields that only change how the trained networks act, never what they learn (``diffagents zoo
-    rescore`` may change them on shipped weights)."""
+    rescore`` may change them on shipped weights; tests/test_agent_contract.py trains each agent with every one of
+    them changed and checks that the weights stay the same)."""
     policy: ModuleBundle
 
     def __init__(self, env: Any = None, dataset: Any = None, *, device: torch.device | str = "auto",

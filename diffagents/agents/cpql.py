@@ -223,6 +223,7 @@ class OfflineCPQL(OfflineAgent):
     """Offline CPQL trained from a Minari dataset (built by ``CPQL(env=..., dataset=...)``)."""
 
     config_class = CPQLConfig
+    acting_fields = OfflineAgent.acting_fields | {"n_candidates"}  # sampler_steps also shapes the Q targets
     ema_acts = False  # the EMA is the consistency target; the trained actor acts
     config: CPQLConfig
 

@@ -78,6 +78,8 @@ class DecisionDiffuser(OfflineAgent):
     """Decision Diffuser as an SB3 ``BaseAlgorithm`` trained offline on state windows of a Minari dataset."""
 
     config_class = DecisionDiffuserConfig
+    acting_fields = OfflineAgent.acting_fields | {"guidance_weight", "target_return", "replan_every", "sampler",
+                                                  "sampler_steps"}
     uses_windows = True
     config: DecisionDiffuserConfig
 

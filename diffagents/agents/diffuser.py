@@ -111,9 +111,9 @@ class Diffuser(OfflineAgent):
     config_class = DiffuserConfig
     uses_windows = True
     config: DiffuserConfig
-    acting_fields = frozenset({
+    acting_fields = OfflineAgent.acting_fields | {
         "n_samples", "guide_scale", "n_guide_steps", "t_stopgrad", "scale_grad_by_std", "replan_every", "warm_start",
-        "sampler", "sampler_steps", "execution", "track_gains", "follow_radius", "follow_gains", "follow_stall_steps"})
+        "sampler", "sampler_steps", "execution", "track_gains", "follow_radius", "follow_gains", "follow_stall_steps"}
 
     @property
     def state_dim(self) -> int:

@@ -191,6 +191,7 @@ class DiffusionPolicy(OfflineAgent):
     """
 
     config_class = DiffusionPolicyConfig
+    acting_fields = OfflineAgent.acting_fields | {"action_horizon", "sampler", "sampler_steps"}
     config: DiffusionPolicyConfig
 
     def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:

@@ -90,6 +90,7 @@ class DiffusionQL(OfflineAgent):
     """
 
     config_class = DiffusionQLConfig
+    acting_fields = OfflineAgent.acting_fields | {"n_candidates"}  # its sampler also draws the Q-loss actions
     config: DiffusionQLConfig
 
     def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:

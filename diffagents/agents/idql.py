@@ -71,6 +71,7 @@ class IDQL(OfflineAgent):
     """IDQL as an SB3 ``BaseAlgorithm`` trained offline from a Minari dataset."""
 
     config_class = IDQLConfig
+    acting_fields = OfflineAgent.acting_fields | {"n_candidates", "selection", "sampler", "sampler_steps"}
     config: IDQLConfig
 
     def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
