@@ -25,6 +25,7 @@ The noise-free waypoint controller that defines the reference maximum runs on th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -67,19 +68,20 @@ def summarize(name: str, returns: np.ndarray, hits: list[int | None], ref: tuple
             "first_hit_mean": float(np.mean(reached)) if reached else None}
 
 
-def run_agent(agent: Any, ds: Any, variant: str, episodes: int, seed: int, ref: tuple[float, float]
+def run_agent(agent: Any, base: Any, ds: Any, variant: str, episodes: int, seed: int, ref: tuple[float, float]
               ) -> dict[str, Any]:
+    """Evaluate ``agent`` with its loaded config ``base`` changed as ``variant`` says."""
     from diffagents.evaluation import evaluate_agent
 
-    c = agent.config
-    c.execution, c.replan_every = ("follow" if variant.startswith("follow") else "track"), None
-    c.follow_stall_steps = None
+    changes: dict[str, Any] = {"execution": "follow" if variant.startswith("follow") else "track",
+                               "replan_every": None, "follow_stall_steps": None}
     if variant == "track-replan":
-        c.replan_every = c.horizon  # a new plan each time the old one runs out
+        changes["replan_every"] = base.horizon  # a new plan each time the old one runs out
     if variant.startswith("follow:"):
         parts = variant.split(":")
-        c.follow_radius = float(parts[1])
-        c.follow_stall_steps = int(parts[2]) if len(parts) > 2 else None
+        changes["follow_radius"] = float(parts[1])
+        changes["follow_stall_steps"] = int(parts[2]) if len(parts) > 2 else None
+    agent.config = dataclasses.replace(base, **changes)  # every variant starts from the loaded settings
     env = FirstHit(ds.recover_environment(eval_env=True))
     res = evaluate_agent(agent, env, n_episodes=episodes, seed=seed)
     return summarize(variant, res.returns, env.hits[: len(res.returns)], ref)
@@ -130,12 +132,13 @@ def main() -> None:
     agent = Diffuser.load(args.agent, env=ds.recover_environment(eval_env=True)) if Path(args.agent).is_file() \
         else zoo.load(args.agent)
     rows = [run_controller(ds, args.episodes, args.seed, ref)]
+    base = agent.config
     for v in args.variants:
         t0 = time.perf_counter()
-        rows.append({**run_agent(agent, ds, v, args.episodes, args.seed, ref), "eval_s": time.perf_counter() - t0})
+        rows.append({**run_agent(agent, base, ds, v, args.episodes, args.seed, ref), "eval_s": time.perf_counter() - t0})
         print(rows[-1], flush=True)
     maze = dataset.split("/")[-1].split("-")[0]
-    horizon, steps = agent.config.horizon, ds.recover_environment(eval_env=True).spec.max_episode_steps
+    horizon, steps = base.horizon, ds.recover_environment(eval_env=True).spec.max_episode_steps
     cap = steps - horizon + 1
     cap_ours = 100.0 * (cap - ref[0]) / (ref[1] - ref[0])
     lo, hi = D4RL_REFS.get(maze, (float("nan"), float("nan")))
