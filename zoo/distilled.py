@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Distilled(SingleAgent):
     """How the registry builds and trains distilled entries (save / load / evaluate as for single agents)."""
 
-    resumable = False  # its learn() keeps no training checkpoints
+    resumable = False  # the student is rebuilt from its zoo teacher on each call; not resumed here
 
     @classmethod
     def build(cls, entry: ZooEntry, dataset: Any, env: Any, device: str) -> DistilledPolicy:
