@@ -103,6 +103,7 @@ def test_zoo_registry_is_consistent() -> None:
         if entry.trained:
             card = zoo.card(zoo_id)
             assert card["command"] == f"diffagents zoo train {zoo_id}"
+            assert card["gradient_steps"] == entry.steps, zoo_id
             # a recipe edited after training needs `zoo train` (or, for acting settings, `zoo rescore`) again
             assert card["hyperparameters"] == zoo.registry._plain(zoo.registry._backend(entry).hyperparameters(entry)), \
                 zoo_id
