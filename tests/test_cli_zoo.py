@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import pytest
@@ -415,6 +416,28 @@ def test_evaluation_reads_reference_scores_from_the_card(monkeypatch: pytest.Mon
         assert registry._reference(zoo.entries()[zoo_id]) == (lo, hi)
 
 
+def _tiny_diffuser_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: int, eval_episodes: int,
+                       **hyper: Any) -> tuple[dict[str, Any], Path]:
+    """A temporary zoo holding one tiny Diffuser recipe ``diffuser-tiny-umaze``: (the recipe, its YAML path)."""
+    import yaml
+    from diffagents.zoo import registry
+
+    for name in ("RECIPES", "WEIGHTS", "CARDS"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setattr(registry, name, tmp_path / name)
+    recipe = {"algo": "Diffuser", "dataset": "diffagents/pointmaze/umaze-v0", "dataset_size": 1200,
+              "env": "PointMaze_UMaze-v3", "steps": steps, "seed": 0, "eval_episodes": eval_episodes,
+              "hyperparameters": {"horizon": 8, "dim": 16, "dim_mults": [1, 2], "n_diffusion_steps": 4,
+                                  "batch_size": 8, **hyper,
+                                  "state_dims": 4, "goal_obs_dims": [4, 6], "execution": "follow",
+                                  "replan_every": None, "value_guidance": False, "n_samples": 1,
+                                  "clip_denoised": True, "obs_normalization": "minmax",
+                                  "termination_penalty": None}}
+    path = tmp_path / "RECIPES" / "diffuser-tiny-umaze.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return recipe, path
+
+
 def test_rescore_applies_acting_settings_only_and_keeps_the_weights(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
@@ -422,19 +445,7 @@ def test_rescore_applies_acting_settings_only_and_keeps_the_weights(tmp_path: Pa
 
     from diffagents.persistence import read_checkpoint
 
-    for name in ("RECIPES", "WEIGHTS", "CARDS"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setattr(registry, name, tmp_path / name)
-    recipe = {"algo": "Diffuser", "dataset": "diffagents/pointmaze/umaze-v0", "dataset_size": 1200,
-              "env": "PointMaze_UMaze-v3", "steps": 2, "seed": 0, "eval_episodes": 2,
-              "hyperparameters": {"horizon": 8, "dim": 16, "dim_mults": [1, 2], "n_diffusion_steps": 4,
-                                  "batch_size": 8,
-                                  "state_dims": 4, "goal_obs_dims": [4, 6], "execution": "follow",
-                                  "replan_every": None, "value_guidance": False, "n_samples": 1,
-                                  "clip_denoised": True, "obs_normalization": "minmax",
-                                  "termination_penalty": None}}
-    path = tmp_path / "RECIPES" / "diffuser-tiny-umaze.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    recipe, path = _tiny_diffuser_zoo(tmp_path, monkeypatch, steps=2, eval_episodes=2)
     trained = zoo.train("diffuser-tiny-umaze", device="cpu")
     before = read_checkpoint(registry.WEIGHTS / "diffuser-tiny-umaze.zip").weights
 
@@ -474,19 +485,7 @@ def test_zoo_train_resumes_from_its_checkpoints(tmp_path: Path, monkeypatch: pyt
 
     from diffagents.persistence import read_checkpoint
 
-    for name in ("RECIPES", "WEIGHTS", "CARDS"):
-        (tmp_path / name).mkdir()
-        monkeypatch.setattr(registry, name, tmp_path / name)
-    recipe = {"algo": "Diffuser", "dataset": "diffagents/pointmaze/umaze-v0", "dataset_size": 1200,
-              "env": "PointMaze_UMaze-v3", "steps": 6, "seed": 0, "eval_episodes": 1,
-              "hyperparameters": {"horizon": 8, "dim": 16, "dim_mults": [1, 2], "n_diffusion_steps": 4,
-                                  "batch_size": 8, "ema_start": 1, "ema_every": 1,
-                                  "state_dims": 4, "goal_obs_dims": [4, 6], "execution": "follow",
-                                  "replan_every": None, "value_guidance": False, "n_samples": 1,
-                                  "clip_denoised": True, "obs_normalization": "minmax",
-                                  "termination_penalty": None}}
-    path = tmp_path / "RECIPES" / "diffuser-tiny-umaze.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    recipe, path = _tiny_diffuser_zoo(tmp_path, monkeypatch, steps=6, eval_episodes=1, ema_start=1, ema_every=1)
     (tmp_path / "whole").mkdir()
     whole = zoo.train("diffuser-tiny-umaze", device="cpu", out_dir=tmp_path / "whole")
     assert "resumed_from_step" not in whole
