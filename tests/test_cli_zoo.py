@@ -128,7 +128,7 @@ def _episode_limit(zoo_id: str) -> int:
     env = zoo.card(zoo_id)["env"]
     if zoo.entries()[zoo_id].generator or not isinstance(env, str):
         return 0
-    ensure_registered(env)
+    ensure_registered(env)  # PointMaze ids live in gymnasium_robotics
     return gym.spec(env).max_episode_steps or 0
 
 
@@ -136,9 +136,8 @@ def _one_per_algorithm(ids: list[str]) -> set[str]:
     """Per algorithm, the entry with the shortest episodes (then the first id): the default suite re-evaluates
     these; every entry is re-evaluated with ``-m slow``."""
     best: dict[str, tuple[int, str]] = {}
-    for zoo_id in ids:
-        algo = zoo.entries()[zoo_id].algo
-        best[algo] = min(best.get(algo, (_episode_limit(zoo_id), zoo_id)), (_episode_limit(zoo_id), zoo_id))
+    for limit, zoo_id in sorted((_episode_limit(i), i) for i in ids):
+        best.setdefault(zoo.entries()[zoo_id].algo, (limit, zoo_id))
     return {zoo_id for _, zoo_id in best.values()}
 
 
@@ -154,10 +153,7 @@ def test_zoo_agents_reproduce_their_cards(zoo_id: str) -> None:
         n, count, (key, std_key) = 1000, card["samples"], ("next_std_mse_mean", "next_std_mse_std")
     else:  # 6 episodes, fewer for long-episode envs (about 3000 env steps at most, at least 3 episodes)
         count = card["episodes"]
-        env = info["env"]
-        if isinstance(env, str):
-            ensure_registered(env)  # PointMaze ids live in gymnasium_robotics
-        limit = gym.spec(env).max_episode_steps if isinstance(env, str) else None  # multi-agent: a constructor
+        limit = _episode_limit(zoo_id)  # 0 for a multi-agent constructor
         n = max(3, min(6, 3000 // limit)) if limit else 6
         key, std_key = ("normalized_mean", "normalized_std") if "normalized_mean" in card else ("return_mean",
                                                                                                   "return_std")

@@ -151,10 +151,8 @@ class SingleAgent:
 
     @staticmethod
     def learn(agent: Any, steps: int, progress_bar: bool, checkpoint_dir: Path | None = None) -> None:
-        if checkpoint_dir is None:
-            agent.learn(steps, progress_bar=progress_bar)
-        else:  # only resumable backends get here (see ``train``)
-            agent.learn(steps, progress_bar=progress_bar, checkpoint_dir=checkpoint_dir)
+        kwargs = {} if checkpoint_dir is None else {"checkpoint_dir": checkpoint_dir}  # MADiff.learn has none
+        agent.learn(steps, progress_bar=progress_bar, **kwargs)
 
     @staticmethod
     def save(agent: Any, path: Path, weights_dtype: str | None) -> None:
@@ -391,7 +389,10 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     hyper = backend.hyperparameters(entry)
     agent = backend.build(entry, ds, env, device)
     t0 = time.perf_counter()
-    backend.learn(agent, entry.steps, progress_bar, *([Path(checkpoint_dir)] if checkpoint_dir is not None else []))
+    if checkpoint_dir is None:
+        backend.learn(agent, entry.steps, progress_bar)
+    else:  # resumable backends only (checked above)
+        backend.learn(agent, entry.steps, progress_bar, Path(checkpoint_dir))
     wall = time.perf_counter() - t0
     start_step = 0
     if checkpoint_dir is not None:  # the pieces of a resumed run: the counters come from the checkpoint
