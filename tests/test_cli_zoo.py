@@ -116,7 +116,7 @@ def test_zoo_registry_is_consistent() -> None:
                 lo, hi = card["reference_scores"]  # what zoo.evaluate normalizes with (no dataset needed)
                 assert ev["normalized_mean"] == pytest.approx(100 * (ev["return_mean"] - lo) / (hi - lo))
             total += entry.weights.stat().st_size
-    assert total < 100 * 2**20
+    assert total < 100_000_000  # the zoo issue's budget: under 100 MB of weights in the package
 
 
 TRAINED = [row["id"] for row in zoo.list_agents()]
