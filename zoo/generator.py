@@ -38,7 +38,8 @@ class Generator(SingleAgent):
         return cls.agent_class(entry).from_dataset(dataset, seed=entry.seed, device=device, **cls.hyperparameters(entry))
 
     @staticmethod
-    def learn(agent: SynthER, steps: int, progress_bar: bool) -> None:
+    def learn(agent: SynthER, steps: int, progress_bar: bool, checkpoint_dir: Path | None = None) -> None:
+        """``fit`` for ``steps``; ``checkpoint_dir`` is always None here (``train`` refuses it: not resumable)."""
         agent.fit(steps=steps, progress_bar=progress_bar)
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffagents.zoo.registry import SingleAgent
@@ -36,6 +37,11 @@ class MultiAgent(SingleAgent):
         from diffagents.agents.madiff_config import CPU_HYPERPARAMETERS
 
         return {**CPU_HYPERPARAMETERS, **entry.hyperparameters}
+
+    @staticmethod
+    def learn(agent: Any, steps: int, progress_bar: bool, checkpoint_dir: Path | None = None) -> None:
+        """``MADiff.learn``; ``checkpoint_dir`` is always None here (``train`` refuses it: not resumable)."""
+        agent.learn(steps, progress_bar=progress_bar)
 
     @staticmethod
     def env(entry: ZooEntry, dataset: Any = None) -> Callable[[], Any]:

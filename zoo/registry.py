@@ -151,8 +151,7 @@ class SingleAgent:
 
     @staticmethod
     def learn(agent: Any, steps: int, progress_bar: bool, checkpoint_dir: Path | None = None) -> None:
-        kwargs = {} if checkpoint_dir is None else {"checkpoint_dir": checkpoint_dir}  # MADiff.learn has none
-        agent.learn(steps, progress_bar=progress_bar, **kwargs)
+        agent.learn(steps, progress_bar=progress_bar, checkpoint_dir=checkpoint_dir)
 
     @staticmethod
     def save(agent: Any, path: Path, weights_dtype: str | None) -> None:
@@ -389,10 +388,7 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     hyper = backend.hyperparameters(entry)
     agent = backend.build(entry, ds, env, device)
     t0 = time.perf_counter()
-    if checkpoint_dir is None:
-        backend.learn(agent, entry.steps, progress_bar)
-    else:  # resumable backends only (checked above)
-        backend.learn(agent, entry.steps, progress_bar, Path(checkpoint_dir))
+    backend.learn(agent, entry.steps, progress_bar, None if checkpoint_dir is None else Path(checkpoint_dir))
     wall = time.perf_counter() - t0
     start_step = 0
     if checkpoint_dir is not None:  # the pieces of a resumed run: the counters come from the checkpoint
