@@ -71,24 +71,23 @@ def d3rlpy_dataset(ds: Any) -> Any:
         timeouts=timeouts)
 
 
-def run_d3rlpy(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int) -> dict[str, Any]:
+def d3rlpy_model(algo: str, env: Any, seed: int) -> Any:
+    """d3rlpy's default BC / TD3+BC / IQL at batch 256, MinMax action and standard observation scalers, seeded."""
     import d3rlpy
 
-    dataset = d3rlpy_dataset(ds)
     low, high = env.action_space.low, env.action_space.high
     common = dict(action_scaler=d3rlpy.preprocessing.MinMaxActionScaler(minimum=low, maximum=high),
                   observation_scaler=d3rlpy.preprocessing.StandardObservationScaler())
     d3rlpy.seed(seed)
     if algo == "bc":
-        model = d3rlpy.algos.BCConfig(batch_size=256, **common).create(device="cpu:0")
-    elif algo == "td3+bc":
-        model = d3rlpy.algos.TD3PlusBCConfig(batch_size=256, **common).create(device="cpu:0")
-    else:
-        model = d3rlpy.algos.IQLConfig(batch_size=256, **common).create(device="cpu:0")
-    t0 = time.perf_counter()
-    model.fit(dataset, n_steps=steps, n_steps_per_epoch=steps, show_progress=False, save_interval=10**9,
-              logger_adapter=d3rlpy.logging.NoopAdapterFactory())
-    train_s = time.perf_counter() - t0
+        return d3rlpy.algos.BCConfig(batch_size=256, **common).create(device="cpu:0")
+    if algo == "td3+bc":
+        return d3rlpy.algos.TD3PlusBCConfig(batch_size=256, **common).create(device="cpu:0")
+    return d3rlpy.algos.IQLConfig(batch_size=256, **common).create(device="cpu:0")
+
+
+def d3rlpy_returns(model: Any, ds: Any, env: Any, seed: int, episodes: int) -> list[float]:
+    """Returns of ``episodes`` deterministic episodes of a d3rlpy model, env seeded ``10000 + seed + episode``."""
     flat = ds_flattener(ds)
     returns = []
     for ep in range(episodes):
@@ -100,7 +99,19 @@ def run_d3rlpy(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: in
             total += float(r)
             done = term or trunc
         returns.append(total)
-    return {"train_s": train_s, "returns": returns}
+    return returns
+
+
+def run_d3rlpy(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int) -> dict[str, Any]:
+    import d3rlpy
+
+    dataset = d3rlpy_dataset(ds)
+    model = d3rlpy_model(algo, env, seed)
+    t0 = time.perf_counter()
+    model.fit(dataset, n_steps=steps, n_steps_per_epoch=steps, show_progress=False, save_interval=10**9,
+              logger_adapter=d3rlpy.logging.NoopAdapterFactory())
+    train_s = time.perf_counter() - t0
+    return {"train_s": train_s, "returns": d3rlpy_returns(model, ds, env, seed, episodes)}
 
 
 def ds_flattener(ds: Any) -> Any:

@@ -1,0 +1,171 @@
+"""Offline learning curves: normalized score against gradient steps, ours vs d3rlpy BC / TD3+BC / IQL.
+
+One training run per (algorithm, seed) up to ``max(--eval-at)`` gradient steps, evaluated (``--episodes``
+deterministic episodes, env seeded ``10000 + seed + episode``, the protocol of ``offline_benchmark.py``) when it
+reaches each step count of ``--eval-at``. Ours are evaluated from an SB3 callback inside ``learn``, d3rlpy from
+``fit``'s ``epoch_callback`` with one epoch per evaluation interval, so every learning-rate schedule runs over the
+whole run (a point of the curve is not a separate run of that many steps). Each point appends one JSON line to
+``--out``; runs already there are skipped. ``--report`` writes ``results/<name>.{md,png}`` from a results file.
+
+    python offline_curves.py --dataset diffagents/hopper/medium-v0 --algos diffusionql td3+bc iql bc \\
+        --seeds 0 --eval-at 3000 10000 20000 30000 40000 --out results/curves_hopper_medium.jsonl
+    python offline_curves.py --report results/curves_hopper_medium.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import RESULTS, hardware  # noqa: E402
+from benchmarks.offline_benchmark import D3RLPY, OURS, d3rlpy_dataset, d3rlpy_model, d3rlpy_returns  # noqa: E402
+
+Point = dict[str, Any]
+
+
+def curve_ours(algo: str, ds: Any, env: Any, seed: int, eval_at: list[int], episodes: int,
+               hyper: dict[str, Any], on_point: Callable[[Point], None]) -> None:
+    """Train one of our agents to ``max(eval_at)`` steps, evaluating at each step count of ``eval_at``."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from diffagents.agents import get_agent_class
+    from diffagents.evaluation import evaluate_agent
+
+    agent = get_agent_class(algo)(env=env, dataset=ds, seed=seed, **hyper)
+    t0, eval_s = time.perf_counter(), 0.0
+
+    class EvalAt(BaseCallback):
+        def _on_step(self) -> bool:
+            nonlocal eval_s
+            if self.num_timesteps in eval_at:
+                t1 = time.perf_counter()
+                res = evaluate_agent(self.model, env, n_episodes=episodes, seed=10_000 + seed)
+                eval_s += time.perf_counter() - t1
+                on_point({"steps": self.num_timesteps, "returns": res.returns.tolist(),
+                          "train_s": time.perf_counter() - t0 - eval_s})
+            return True
+
+    agent.learn(max(eval_at), callback=EvalAt())
+
+
+def curve_d3rlpy(algo: str, ds: Any, env: Any, seed: int, eval_at: list[int], episodes: int,
+                 on_point: Callable[[Point], None]) -> None:
+    """Train a d3rlpy baseline to ``max(eval_at)`` steps, evaluating at each step count of ``eval_at``."""
+    import d3rlpy
+
+    dataset = d3rlpy_dataset(ds)
+    model = d3rlpy_model(algo, env, seed)
+    t0, eval_s = time.perf_counter(), 0.0
+
+    def on_epoch(algo_: Any, epoch: int, total_step: int) -> None:
+        nonlocal eval_s
+        if total_step in eval_at:
+            t1 = time.perf_counter()
+            returns = d3rlpy_returns(algo_, ds, env, seed, episodes)
+            eval_s += time.perf_counter() - t1
+            on_point({"steps": total_step, "returns": returns, "train_s": time.perf_counter() - t0 - eval_s})
+
+    interval = math.gcd(*eval_at)
+    model.fit(dataset, n_steps=max(eval_at), n_steps_per_epoch=interval, show_progress=False,
+              save_interval=10**9, logger_adapter=d3rlpy.logging.NoopAdapterFactory(), epoch_callback=on_epoch)
+
+
+def report(path: Path) -> str:
+    """Markdown table (normalized score, mean +- std over seeds, per algorithm and step count) and a PNG."""
+    from diffagents.plots import plot_learning_curves
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by[r["algo"]][r["steps"]].append(float(np.mean(r["normalized"])))
+    steps = sorted({r["steps"] for r in rows})
+    algos = sorted(by, key=lambda a: (a in D3RLPY, a))
+    lines = ["| algorithm | " + " | ".join(f"{s} steps" for s in steps) + " |", "|---|" + "---:|" * len(steps)]
+    for a in algos:
+        cells = [f"{np.mean(by[a][s]):.1f} ± {np.std(by[a][s]):.1f} (n={len(by[a][s])})" if by[a][s] else ""
+                 for s in steps]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    png = RESULTS / f"{path.stem}.png"
+    curves = {}
+    for a in algos:
+        xs = [s for s in steps if by[a][s]]
+        n = min(len(by[a][s]) for s in xs)
+        curves[f"{a} ({n} seed{'s' if n > 1 else ''})"] = (xs, np.array([by[a][s][:n] for s in xs]).T)
+    plot_learning_curves(curves, png, xlabel="gradient steps", ylabel="normalized score",
+                         title=rows[0]["dataset"])
+    r0 = rows[0]
+    lines += ["", f"Dataset {r0['dataset']}; {r0['episodes']} deterministic episodes per point (env seeds "
+              f"10000 + seed ..); one training run per algorithm and seed, evaluated during training; hardware: "
+              f"{r0['hardware']}. Curves: `{png.name}`."]
+    text = "\n".join(lines) + "\n"
+    (RESULTS / f"{path.stem}.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="diffagents/hopper/medium-v0")
+    p.add_argument("--algos", nargs="*", default=["diffusionql", "td3+bc", "iql", "bc"])
+    p.add_argument("--seeds", nargs="*", type=int, default=[0])
+    p.add_argument("--eval-at", nargs="*", type=int, default=[3000, 10000, 20000, 30000, 40000])
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--hyper", default="{}", help="JSON dict of per-algo hyperparameters of ours")
+    p.add_argument("--out", type=Path, default=RESULTS / "curves.jsonl")
+    p.add_argument("--report", type=Path, default=None, help="write the table and plot of a results file and exit")
+    args = p.parse_args()
+    if args.report is not None:
+        print(report(args.report))
+        return
+    if not args.eval_at or min(args.eval_at) < 1:
+        raise SystemExit(f"--eval-at: expected positive step counts, got {args.eval_at}")
+    unknown = set(args.algos) - OURS - D3RLPY
+    if unknown:
+        raise SystemExit(f"--algos: unknown {sorted(unknown)}; choose from {sorted(OURS | D3RLPY)}")
+    torch.set_num_threads(1)
+    from diffagents.data import make_dataset, reference_scores
+
+    ds = make_dataset(args.dataset)
+    ref = reference_scores(ds)
+    hyper = json.loads(args.hyper)
+    done = set()  # (algo, seed, steps) already in --out: a killed run is rerun, its recorded points kept
+    if args.out.exists():
+        done = {(r["algo"], r["seed"], r["steps"]) for r in map(json.loads, args.out.read_text().splitlines()) if r}
+    for algo in args.algos:
+        for seed in args.seeds:
+            if all((algo, seed, s) in done for s in args.eval_at):
+                continue
+            env = ds.recover_environment(eval_env=True)
+
+            def record(pt: Point, algo: str = algo, seed: int = seed) -> None:
+                if (algo, seed, pt["steps"]) in done:
+                    return
+                rets = np.asarray(pt["returns"])
+                norm = (100 * (rets - ref[0]) / (ref[1] - ref[0])).tolist() if ref else None
+                with args.out.open("a") as fh:
+                    fh.write(json.dumps({"dataset": ds.spec.dataset_id, "algo": algo, "seed": seed,
+                                         "steps": pt["steps"], "run_steps": max(args.eval_at),
+                                         "episodes": args.episodes, "return_mean": float(rets.mean()),
+                                         "normalized": norm, "train_s": pt["train_s"],
+                                         "hyper": hyper.get(algo, {}), "hardware": hardware(),
+                                         "date": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
+                print(f"{algo} seed {seed} @ {pt['steps']}: normalized "
+                      f"{np.mean(norm) if norm else float('nan'):.1f}, {pt['train_s']:.0f} s", flush=True)
+
+            if algo in OURS:
+                curve_ours(algo, ds, env, seed, args.eval_at, args.episodes, hyper.get(algo, {}), record)
+            else:
+                curve_d3rlpy(algo, ds, env, seed, args.eval_at, args.episodes, record)
+
+if __name__ == "__main__":
+    main()
