@@ -5,7 +5,8 @@ deterministic episodes, env seeded ``10000 + seed + episode``, the protocol of `
 reaches each step count of ``--eval-at``. Ours are evaluated from an SB3 callback inside ``learn``, d3rlpy from
 ``fit``'s ``epoch_callback`` with one epoch per evaluation interval, so every learning-rate schedule runs over the
 whole run (a point of the curve is not a separate run of that many steps). Each point appends one JSON line to
-``--out``; runs already there are skipped. ``--report`` writes ``results/<name>.{md,png}`` from a results file.
+``--out``; runs already there are skipped. ``--report`` writes ``results/<name>.{md,png}`` from a results file
+(followed by ``<name>.notes.md`` beside it, where present).
 
     python offline_curves.py --dataset diffagents/hopper/medium-v0 --algos diffusionql td3+bc iql bc \\
         --seeds 0 --eval-at 3000 10000 20000 30000 40000 --out results/curves_hopper_medium.jsonl
@@ -108,6 +109,9 @@ def report(path: Path) -> str:
     lines += ["", f"Dataset {r0['dataset']}; {r0['episodes']} deterministic episodes per point (env seeds "
               f"10000 + seed ..); one training run per algorithm and seed, evaluated during training; hardware: "
               f"{r0['hardware']}. Curves: `{png.name}`."]
+    notes = path.with_suffix(".notes.md")  # hand-written reading of the figures, kept across regenerations
+    if notes.is_file():
+        lines += ["", notes.read_text().strip()]
     text = "\n".join(lines) + "\n"
     (RESULTS / f"{path.stem}.md").write_text(text)
     return text
