@@ -18,6 +18,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("agent_speed", "Agent training throughput and decision latency"),
     ("offline_pendulum", "Offline RL quality on Pendulum (ours vs d3rlpy)"),
     ("offline_mujoco", "Offline RL quality on Hopper / HalfCheetah (ours vs d3rlpy)"),
+    ("curves_hopper_medium", "Offline learning curves on Hopper medium: Diffusion-QL vs d3rlpy up to 40k steps"),
     ("offline_cpql_recon", "CPQL BC term: consistency loss (paper) vs reconstruction loss (official code)"),
     ("offline_pendulum_planners", "Decision Diffuser and Diffusion Policy on Pendulum expert (longer budgets)"),
     ("offline_mujoco_planners", "Planners on Hopper / HalfCheetah (Diffuser and Decision Diffuser vs d3rlpy)"),

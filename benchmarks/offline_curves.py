@@ -142,17 +142,23 @@ def main() -> None:
     ds = make_dataset(args.dataset)
     ref = reference_scores(ds)
     hyper = json.loads(args.hyper)
-    done = set()  # (algo, seed, steps) already in --out: a killed run is rerun, its recorded points kept
-    if args.out.exists():
-        done = {(r["algo"], r["seed"], r["steps"]) for r in map(json.loads, args.out.read_text().splitlines()) if r}
+    def recorded() -> set[tuple[str, int, int]]:
+        """(algo, seed, steps) already in --out: a killed run is rerun and its recorded points are kept; several
+        processes can share one --out (each point is written once)."""
+        if not args.out.exists():
+            return set()
+        return {(r["algo"], r["seed"], r["steps"]) for r in map(json.loads, args.out.read_text().splitlines()) if r}
+
+    done = recorded()
     for algo in args.algos:
         for seed in args.seeds:
+            done = recorded()
             if all((algo, seed, s) in done for s in args.eval_at):
                 continue
             env = ds.recover_environment(eval_env=True)
 
             def record(pt: Point, algo: str = algo, seed: int = seed) -> None:
-                if (algo, seed, pt["steps"]) in done:
+                if (algo, seed, pt["steps"]) in recorded():
                     return
                 rets = np.asarray(pt["returns"])
                 norm = (100 * (rets - ref[0]) / (ref[1] - ref[0])).tolist() if ref else None
