@@ -178,6 +178,7 @@ def main() -> None:
     from common import hardware
 
     from diffagents.data import make_dataset, reference_scores
+    from diffagents.evaluation import normalized_scores
 
     out = Path(args.out)
     done = set()
@@ -202,7 +203,8 @@ def main() -> None:
                 else:
                     raise SystemExit(f"--algos: unknown {algo!r}; choose from {sorted(OURS | D3RLPY)}")
                 rets = np.asarray(r["returns"])
-                norm = (100 * (rets - ref[0]) / (ref[1] - ref[0])).tolist() if ref else None
+                scores = normalized_scores(rets, ref)
+                norm = None if scores is None else scores.tolist()
                 row = {"dataset": ds.spec.dataset_id, "algo": algo, "seed": seed, "steps": args.steps,
                        "episodes": args.episodes, "return_mean": float(rets.mean()), "normalized": norm,
                        "train_s": r["train_s"], "hyper": hyper.get(algo, {}),

@@ -5,7 +5,8 @@ deterministic episodes, env seeded ``10000 + seed + episode``, the protocol of `
 reaches each step count of ``--eval-at``. Ours are evaluated from an SB3 callback inside ``learn``, d3rlpy from
 ``fit``'s ``epoch_callback`` with one epoch per evaluation interval, so every learning-rate schedule runs over the
 whole run (a point of the curve is not a separate run of that many steps). Each point appends one JSON line to
-``--out``; runs already there are skipped. ``--report`` writes ``results/<name>.{md,png}`` from a results file
+``--out``; points already there are not run or written again (a killed run is rerun from the start and
+several processes can share one ``--out``). ``--report`` writes ``results/<name>.{md,png}`` from a results file
 (followed by ``<name>.notes.md`` beside it, where present).
 
     python offline_curves.py --dataset diffagents/hopper/medium-v0 --algos diffusionql td3+bc iql bc \\
@@ -138,32 +139,35 @@ def main() -> None:
         raise SystemExit(f"--algos: unknown {sorted(unknown)}; choose from {sorted(OURS | D3RLPY)}")
     torch.set_num_threads(1)
     from diffagents.data import make_dataset, reference_scores
+    from diffagents.evaluation import normalized_scores
 
     ds = make_dataset(args.dataset)
     ref = reference_scores(ds)
     hyper = json.loads(args.hyper)
-    def recorded() -> set[tuple[str, int, int]]:
-        """(algo, seed, steps) already in --out: a killed run is rerun and its recorded points are kept; several
-        processes can share one --out (each point is written once)."""
+
+    def recorded() -> set[tuple[str, str, int, int]]:
+        """(dataset, algo, seed, steps) of the points already in ``--out``, re-read before each run and point."""
         if not args.out.exists():
             return set()
-        return {(r["algo"], r["seed"], r["steps"]) for r in map(json.loads, args.out.read_text().splitlines()) if r}
+        return {(r["dataset"], r["algo"], r["seed"], r["steps"])
+                for r in map(json.loads, args.out.read_text().splitlines()) if r}
 
-    done = recorded()
+    ds_id = ds.spec.dataset_id
     for algo in args.algos:
         for seed in args.seeds:
             done = recorded()
-            if all((algo, seed, s) in done for s in args.eval_at):
+            if all((ds_id, algo, seed, s) in done for s in args.eval_at):
                 continue
             env = ds.recover_environment(eval_env=True)
 
             def record(pt: Point, algo: str = algo, seed: int = seed) -> None:
-                if (algo, seed, pt["steps"]) in recorded():
+                if (ds_id, algo, seed, pt["steps"]) in recorded():
                     return
                 rets = np.asarray(pt["returns"])
-                norm = (100 * (rets - ref[0]) / (ref[1] - ref[0])).tolist() if ref else None
+                scores = normalized_scores(rets, ref)
+                norm = None if scores is None else scores.tolist()
                 with args.out.open("a") as fh:
-                    fh.write(json.dumps({"dataset": ds.spec.dataset_id, "algo": algo, "seed": seed,
+                    fh.write(json.dumps({"dataset": ds_id, "algo": algo, "seed": seed,
                                          "steps": pt["steps"], "run_steps": max(args.eval_at),
                                          "episodes": args.episodes, "return_mean": float(rets.mean()),
                                          "normalized": norm, "train_s": pt["train_s"],
@@ -176,6 +180,7 @@ def main() -> None:
                 curve_ours(algo, ds, env, seed, args.eval_at, args.episodes, hyper.get(algo, {}), record)
             else:
                 curve_d3rlpy(algo, ds, env, seed, args.eval_at, args.episodes, record)
+
 
 if __name__ == "__main__":
     main()
