@@ -54,14 +54,17 @@ class FirstHit(gym.Wrapper):  # type: ignore[type-arg]
 
     def step(self, action: Any) -> Any:
         out = self.env.step(action)
-        if out[1] > 0 and self.hits[-1] is None:
+        if float(out[1]) > 0 and self.hits[-1] is None:
             self.hits[-1] = self._t
         self._t += 1
         return out
 
 
 def summarize(name: str, returns: np.ndarray, hits: list[int | None], ref: tuple[float, float]) -> dict[str, Any]:
-    norm = 100.0 * (returns - ref[0]) / (ref[1] - ref[0])
+    from diffagents.evaluation import normalized_scores
+
+    norm = normalized_scores(returns, ref)
+    assert norm is not None
     reached = [h for h in hits if h is not None]
     return {"variant": name, "normalized_mean": float(norm.mean()), "normalized_std": float(norm.std()),
             "return_mean": float(returns.mean()), "success": len(reached) / len(hits),
@@ -124,6 +127,7 @@ def main() -> None:
 
     from diffagents import Diffuser, zoo
     from diffagents.data import make_dataset, reference_scores
+    from diffagents.evaluation import normalized_scores
 
     dataset = args.dataset or zoo.card(args.agent)["dataset"]
     ds = make_dataset(dataset)
@@ -140,9 +144,8 @@ def main() -> None:
     maze = dataset.split("/")[-1].split("-")[0]
     horizon, steps = base.horizon, ds.recover_environment(eval_env=True).spec.max_episode_steps
     cap = steps - horizon + 1
-    cap_ours = 100.0 * (cap - ref[0]) / (ref[1] - ref[0])
     lo, hi = D4RL_REFS.get(maze, (float("nan"), float("nan")))
-    cap_d4rl = 100.0 * (cap - lo) / (hi - lo)
+    cap_ours, cap_d4rl = (float(normalized_scores(np.array([cap]), r)[0]) for r in (ref, (lo, hi)))  # type: ignore[index]
     meta = {"agent": args.agent, "dataset": dataset, "episodes": args.episodes, "seed": args.seed,
             "horizon": horizon, "episode_steps": steps, "reference_scores": list(ref),
             "timetable_cap_return": cap, "timetable_cap_normalized": cap_ours, "timetable_cap_d4rl_scale": cap_d4rl,

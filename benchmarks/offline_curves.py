@@ -12,6 +12,7 @@ several processes can share one ``--out``). ``--report`` writes ``results/<name>
     python offline_curves.py --dataset diffagents/hopper/medium-v0 --algos diffusionql td3+bc iql bc \\
         --seeds 0 --eval-at 3000 10000 20000 30000 40000 --out results/curves_hopper_medium.jsonl
     python offline_curves.py --report results/curves_hopper_medium.jsonl
+    python offline_curves.py --summary results/curves_*.jsonl --eval-at 40000
 """
 
 from __future__ import annotations
@@ -118,6 +119,38 @@ def report(path: Path) -> str:
     return text
 
 
+def summary(paths: list[Path], steps: int, min_seeds: int = 3) -> str:
+    """Cross-dataset table at one step count: normalized score (mean +- std over seeds) per dataset and algorithm,
+    and each algorithm's average over the datasets where every algorithm has ``min_seeds`` seeds (the #6 goal:
+    Diffusion-QL's average >= the best d3rlpy baseline's, at equal gradient steps). Writes
+    ``results/curves_summary_<steps>.md``."""
+    by: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    hardware_ = set()
+    for path in paths:
+        for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip()):
+            if r["steps"] == steps and r["normalized"] is not None:
+                by[r["dataset"]][r["algo"]].append(float(np.mean(r["normalized"])))
+                hardware_.add(r["hardware"])
+    if not by:
+        raise SystemExit(f"--summary: no point at {steps} steps in {[str(p) for p in paths]}")
+    algos = sorted({a for d in by.values() for a in d}, key=lambda a: (a in D3RLPY, a))
+    lines = ["| dataset | " + " | ".join(algos) + " |", "|---|" + "---:|" * len(algos)]
+    complete = [d for d in sorted(by) if all(len(by[d][a]) >= min_seeds for a in algos)]
+    for d in sorted(by):
+        cells = [f"{np.mean(v):.1f} ± {np.std(v):.1f} (n={len(v)})" if (v := by[d][a]) else "" for a in algos]
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    if complete:
+        means = {a: float(np.mean([np.mean(by[d][a]) for d in complete])) for a in algos}
+        lines.append(f"| **average over {len(complete)} dataset{'s' if len(complete) > 1 else ''}** | "
+                     + " | ".join(f"**{means[a]:.1f}**" for a in algos) + " |")
+    lines += ["", f"{steps} gradient steps; each cell: one training run per seed, {min_seeds}+ seeds for the "
+              f"average (datasets in it: {', '.join(complete) or 'none yet'}); sources: "
+              f"{', '.join(f'`{p.name}`' for p in paths)}; hardware: {'; '.join(sorted(hardware_))}."]
+    text = "\n".join(lines) + "\n"
+    (RESULTS / f"curves_summary_{steps}.md").write_text(text)
+    return text
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="diffagents/hopper/medium-v0")
@@ -128,9 +161,14 @@ def main() -> None:
     p.add_argument("--hyper", default="{}", help="JSON dict of per-algo hyperparameters of ours")
     p.add_argument("--out", type=Path, default=RESULTS / "curves.jsonl")
     p.add_argument("--report", type=Path, default=None, help="write the table and plot of a results file and exit")
+    p.add_argument("--summary", type=Path, nargs="+", default=None,
+                   help="write the cross-dataset table of these results files at max(--eval-at) steps and exit")
     args = p.parse_args()
     if args.report is not None:
         print(report(args.report))
+        return
+    if args.summary is not None:
+        print(summary(args.summary, max(args.eval_at)))
         return
     if not args.eval_at or min(args.eval_at) < 1:
         raise SystemExit(f"--eval-at: expected positive step counts, got {args.eval_at}")

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from diffagents.agents.synther_upsample import config_summary
     from diffagents.data import make_dataset, reference_scores, to_transitions
+    from diffagents.evaluation import normalized_scores
 
     jsonl = RESULTS / f"{args.out}.jsonl"
     runs = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()] if jsonl.exists() else []
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                     rets = np.asarray(r["returns"])
                     row = {"env": env, "data": label, "dataset": data.spec.dataset_id, "algo": algo, "seed": seed,
                            "steps": args.steps, "episodes": args.episodes, "return_mean": float(rets.mean()),
-                           "normalized": float(np.mean(100 * (rets - ref[0]) / (ref[1] - ref[0]))),
+                           "normalized": float(np.mean(normalized_scores(rets, ref))),  # type: ignore[arg-type]
                            "train_s": r["train_s"], "date": time.strftime("%Y-%m-%d %H:%M")}
                     runs.append(row)
                     RESULTS.mkdir(parents=True, exist_ok=True)
