@@ -169,8 +169,12 @@ def resume_from(agent: OfflineAgent, folder: Path) -> bool:
         if ckpt.meta.get("algo") != type(agent).__name__:
             raise CheckpointError(f"checkpoint_dir {str(folder)!r} holds {ckpt.meta.get('algo')} checkpoints, "
                                   f"not {type(agent).__name__}")
-        if ckpt.meta.get("config") != agent.config.to_dict():
-            raise CheckpointError(f"checkpoint_dir {str(folder)!r}: its config differs from this agent's; "
+        ours, theirs = agent.config.to_dict(), ckpt.meta.get("config") or {}
+        learned = sorted(k for k in set(ours) | set(theirs)
+                         if k not in type(agent).acting_fields and ours.get(k) != theirs.get(k))
+        if learned:  # acting settings (how the agent acts, never what it learns) may change between pieces
+            diff = "; ".join(f"{k}: checkpoint {theirs.get(k)!r}, this agent {ours.get(k)!r}" for k in learned)
+            raise CheckpointError(f"checkpoint_dir {str(folder)!r}: its config differs from this agent's ({diff}); "
                                   "use a new folder for a new configuration")
         restore_agent(agent, ckpt, str(path))
         set_rng_state(ckpt.meta["rng"], ckpt.arrays)
