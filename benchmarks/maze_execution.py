@@ -146,7 +146,9 @@ def main() -> None:
     horizon, steps = base.horizon, ds.recover_environment(eval_env=True).spec.max_episode_steps
     cap = steps - horizon + 1
     lo, hi = D4RL_REFS.get(maze, (float("nan"), float("nan")))
-    cap_ours, cap_d4rl = (float(normalized_scores(np.array([cap]), r)[0]) for r in (ref, (lo, hi)))  # type: ignore[index]
+    caps = normalized_scores(np.array([cap]), ref), normalized_scores(np.array([cap]), (lo, hi))
+    assert caps[0] is not None and caps[1] is not None
+    cap_ours, cap_d4rl = float(caps[0][0]), float(caps[1][0])
     meta = {"agent": args.agent, "dataset": dataset, "episodes": args.episodes, "seed": args.seed,
             "horizon": horizon, "episode_steps": steps, "reference_scores": list(ref),
             "timetable_cap_return": cap, "timetable_cap_normalized": cap_ours, "timetable_cap_d4rl_scale": cap_d4rl,

@@ -84,11 +84,16 @@ def curve_d3rlpy(algo: str, ds: Any, env: Any, seed: int, eval_at: list[int], ep
               save_interval=10**9, logger_adapter=d3rlpy.logging.NoopAdapterFactory(), epoch_callback=on_epoch)
 
 
+def read_points(path: Path) -> list[dict[str, Any]]:
+    """The points of a results file (one JSON object per line; blank lines skipped)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def report(path: Path) -> str:
     """Markdown table (normalized score, mean +- std over seeds, per algorithm and step count) and a PNG."""
     from diffagents.plots import plot_learning_curves
 
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_points(path)
     by: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         by[r["algo"]][r["steps"]].append(float(np.mean(r["normalized"])))
@@ -127,7 +132,7 @@ def summary(paths: list[Path], steps: int, min_seeds: int = 3) -> str:
     by: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     hardware_ = set()
     for path in paths:
-        for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip()):
+        for r in read_points(path):
             if r["steps"] == steps and r["normalized"] is not None:
                 by[r["dataset"]][r["algo"]].append(float(np.mean(r["normalized"])))
                 hardware_.add(r["hardware"])
@@ -185,10 +190,7 @@ def main() -> None:
 
     def recorded() -> set[tuple[str, str, int, int]]:
         """(dataset, algo, seed, steps) of the points already in ``--out``, re-read before each run and point."""
-        if not args.out.exists():
-            return set()
-        return {(r["dataset"], r["algo"], r["seed"], r["steps"])
-                for r in map(json.loads, args.out.read_text().splitlines()) if r}
+        return {(r["dataset"], r["algo"], r["seed"], r["steps"]) for r in read_points(args.out)}
 
     ds_id = ds.spec.dataset_id
     for algo in args.algos:

@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     for env in args.envs:
         ds = make_dataset(f"{env}/{args.dataset}-v0")
         env_id, ref = ENVS[env], reference_scores(ds)
+        if ref is None:
+            raise SystemExit(f"{ds.spec.dataset_id}: expected reference scores (random, expert) for normalized "
+                             "scores, got none")
         zoo_id, gen, card = zoo_generator(env, args.dataset)
         fit_s = float(card["wall_time_s"])
         up_id = f"{ds.spec.dataset_id.rsplit('-v', 1)[0]}-synther{args.n}-s{args.seed}-v0"
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                     rets = np.asarray(r["returns"])
                     row = {"env": env, "data": label, "dataset": data.spec.dataset_id, "algo": algo, "seed": seed,
                            "steps": args.steps, "episodes": args.episodes, "return_mean": float(rets.mean()),
-                           "normalized": float(np.mean(normalized_scores(rets, ref))),  # type: ignore[arg-type]
+                           "normalized": float(np.mean(normalized_scores(rets, ref))),
                            "train_s": r["train_s"], "date": time.strftime("%Y-%m-%d %H:%M")}
                     runs.append(row)
                     RESULTS.mkdir(parents=True, exist_ok=True)
