@@ -118,7 +118,7 @@ def main() -> None:
     p.add_argument("--agent", required=True, help="a Diffuser checkpoint (with --dataset) or a zoo id")
     p.add_argument("--dataset", default=None, help="the checkpoint's dataset (default: the zoo entry's)")
     p.add_argument("--variants", nargs="+",
-                   default=["track", "track-replan", "follow:0.5", "follow:0.5:25", "follow:0.5:10"])
+                   default=["track", "track-replan", "follow:0.5", "follow:0.5:25", "follow:0.5:10", "follow:1.0:10"])
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=10_000)
     p.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")

@@ -9,6 +9,9 @@ number of gradient steps with the entry's seed, evaluated for the entry's number
 ``"copied_from": <that card's id>``) instead of trained again; ``--retrain`` trains it anyway.
 
     OMP_NUM_THREADS=1 python benchmarks/zoo_baselines.py [ZOO_ID ...] [--algos bc td3+bc iql] [--retrain]
+
+``--cards DIR`` works on the cards of another folder (e.g. the card of a longer run trained outside the package
+with ``diffagents.zoo.registry.train(ID, out_dir=DIR)``), so the baselines of a run can be trained before it ships.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ def main() -> None:
     p.add_argument("ids", nargs="*", help="zoo ids (default: every card)")
     p.add_argument("--algos", nargs="+", default=["bc", "td3+bc", "iql"])
     p.add_argument("--retrain", action="store_true", help="train every baseline even if another card has the run")
+    p.add_argument("--cards", type=Path, default=CARDS, help="the folder of model cards (default: the zoo's)")
     args = p.parse_args()
     torch.set_num_threads(1)
     from common import hardware
 
     from diffagents.data import make_dataset, reference_scores
 
-    paths = [CARDS / f"{i}.json" for i in args.ids] if args.ids else sorted(CARDS.glob("*.json"))
+    paths = [args.cards / f"{i}.json" for i in args.ids] if args.ids else sorted(args.cards.glob("*.json"))
     for path in paths:
         card = json.loads(path.read_text())
         if card.get("algo") == "MADiff":  # d3rlpy has no multi-agent baselines
@@ -68,7 +72,7 @@ def main() -> None:
 def same_run(card: dict, algo: str, path: Path) -> dict | None:
     """The ``algo`` baseline of another card trained on the same data, steps and seed and evaluated alike."""
     key = ("dataset", "dataset_size", "env", "gradient_steps", "seed")
-    for other_path in sorted(CARDS.glob("*.json")):
+    for other_path in sorted(path.parent.glob("*.json")):
         if other_path == path:
             continue
         other = json.loads(other_path.read_text())
