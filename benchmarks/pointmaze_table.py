@@ -57,13 +57,13 @@ NOTES = """What the tables below show:
 * **Large is short of the controller.** Its score rose with steps (follow the plan, radius 0.5, stall 25, 20 card
   episodes): 10k steps 10.2 (10% success), 20k 77.4 (100% success, first step at the goal 293), 40k 91.2 (100%,
   first step 204; the controller's is 150), the shipped weights, which score 96.1 with the recipe's acting
-  settings. The 40k
-  run took 11125 s of training (H 384 windows, ~0.28 CPU-s per step here, in two pieces resumed from a training
-  checkpoint). An 80k-step continuation of the same run (26140 s of training in all) is not better: on the
-  validation seeds (radius 1.0) it scores 101.1 vs 102.1 for the 40k weights, so 40k ships; on the card seeds, as
-  trained (radius 0.5), it scores 90.5 (40k: 93.1), and d3rlpy BC / IQL at 80k steps score 91.1 / 46.4. The 10k,
-  20k, 40k and 80k cards are kept as `results/diffuser-pointmaze-large-{10k,20k,40k,80k}.card.json` (d3rlpy BC /
-  IQL at 20k: 53.1 / 14.5). The paper trains 2M steps at U-Net dim 32 x (1, 4, 8).
+  settings. The 40k run took 11125 s of training (H 384 windows, ~0.28 CPU-s per step here, in two pieces resumed
+  from a training checkpoint). An 80k-step continuation of the same run (26140 s of training in all) is not
+  better: on the validation seeds (radius 1.0) it scores 101.1 vs 102.1 for the 40k weights, so 40k ships; on the
+  card seeds, as trained (radius 0.5), it scores 90.5 (40k: 93.1), and d3rlpy BC / IQL at 80k steps score 91.1 /
+  46.4. The 10k, 20k, 40k and 80k cards are kept as `results/diffuser-pointmaze-large-{10k,20k,40k,80k}.card.json`
+  and the 80k weights as `results/diffuser-pointmaze-large-80k.zip` (d3rlpy BC / IQL at 20k: 53.1 / 14.5). The
+  paper trains 2M steps at U-Net dim 32 x (1, 4, 8).
 """
 
 
