@@ -133,7 +133,7 @@ def scores(runs: list[dict[str, Any]], args: argparse.Namespace, env: str, label
 
 def write_cards(args: argparse.Namespace, runs: list[dict[str, Any]], gens: dict[str, Any]) -> None:
     """Record the downstream scores in each generator's zoo card (``downstream``), like zoo_baselines.py."""
-    from diffagents.zoo.registry import CARDS
+    from diffagents.zoo.registry import CARDS, write_card
 
     for env, g in gens.items():
         path = CARDS / f"{g['zoo_id']}.json"
@@ -145,7 +145,7 @@ def write_cards(args: argparse.Namespace, runs: list[dict[str, Any]], gens: dict
             **{algo: {label: {"normalized_mean": float(np.mean(s)), "normalized_std": float(np.std(s))}
                       for label in ("original", "synther") if (s := scores(runs, args, env, label, algo))}
                for algo in args.algos}}
-        path.write_text(json.dumps(card, indent=1) + "\n")
+        write_card(path, card)
 
 
 def report(args: argparse.Namespace, runs: list[dict[str, Any]], gens: dict[str, Any], argv: list[str] | None) -> None:

@@ -37,6 +37,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     from common import hardware
+    from diffagents.zoo.registry import write_card
 
     from diffagents.data import make_dataset, reference_scores
 
@@ -52,7 +53,7 @@ def main() -> None:
             done = None if args.retrain else same_run(card, algo, path)
             if done is not None:
                 card.setdefault("baselines", {})[algo] = done
-                path.write_text(json.dumps(card, indent=1) + "\n")
+                write_card(path, card)
                 print(f"{path.stem} {algo}: copied from {done['copied_from']}", flush=True)
                 continue
             env = ds.recover_environment(eval_env=True)
@@ -65,7 +66,7 @@ def main() -> None:
                 norm = 100 * (rets - ref[0]) / (ref[1] - ref[0])
                 entry.update(normalized_mean=float(norm.mean()), normalized_std=float(norm.std()))
             card.setdefault("baselines", {})[algo] = entry
-            path.write_text(json.dumps(card, indent=1) + "\n")
+            write_card(path, card)
             print(f"{path.stem} {algo}: {entry}", flush=True)
 
 

@@ -306,7 +306,8 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def _write_card(path: Path, info: dict[str, Any]) -> None:
+def write_card(path: Path, info: dict[str, Any]) -> None:
+    """Write a model card atomically (a temporary file beside it, then a rename), so a crash never leaves half."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(info, indent=1) + "\n")
     tmp.replace(path)
@@ -362,7 +363,7 @@ def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
     since_training = {**info.get("rescored", {}).get("changed", {}), **changed}  # every rescore since `train`
     info["rescored"] = {"changed": since_training, "date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
                         "command": f"diffagents zoo rescore {zoo_id}"}
-    _write_card(entry.card_path, info)
+    write_card(entry.card_path, info)
     return info
 
 
@@ -408,5 +409,5 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     }
     if start_step:
         info["resumed_from_step"] = start_step
-    _write_card((out_dir / f"{zoo_id}.json") if out_dir else entry.card_path, info)
+    write_card((out_dir / f"{zoo_id}.json") if out_dir else entry.card_path, info)
     return info
