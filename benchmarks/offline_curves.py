@@ -106,10 +106,12 @@ def report(path: Path) -> str:
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     png = RESULTS / f"{path.stem}.png"
     curves = {}
-    for a in algos:
+    for a in algos:  # (seeds, points) per algorithm, NaN where a seed lacks a point
         xs = [s for s in steps if by[a][s]]
-        n = min(len(by[a][s]) for s in xs)
-        curves[f"{a} ({n} seed{'s' if n > 1 else ''})"] = (xs, np.array([by[a][s][:n] for s in xs]).T)
+        seeds = sorted({r["seed"] for r in rows if r["algo"] == a})
+        score = {(r["seed"], r["steps"]): float(np.mean(r["normalized"])) for r in rows if r["algo"] == a}
+        vals = np.array([[score.get((seed, s), np.nan) for s in xs] for seed in seeds])
+        curves[f"{a} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"] = (xs, vals)
     plot_learning_curves(curves, png, xlabel="gradient steps", ylabel="normalized score",
                          title=rows[0]["dataset"])
     r0 = rows[0]

@@ -162,7 +162,8 @@ def plot_learning_curves(curves: Mapping[str, tuple[Sequence[float], Any]], path
     """Mean +- std (over seeds) learning curves, one line per label.
 
     Args:
-        curves: ``label -> (x, values)``, ``values`` of shape ``(n_points,)`` or ``(n_seeds, n_points)``.
+        curves: ``label -> (x, values)``, ``values`` of shape ``(n_points,)`` or ``(n_seeds, n_points)``
+            (NaN where a seed has no value at a point: that point averages the others).
         path: output image.
         xlabel / ylabel / title: axis labels and title.
     """
@@ -170,10 +171,10 @@ def plot_learning_curves(curves: Mapping[str, tuple[Sequence[float], Any]], path
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (x, values) in curves.items():
         vals = np.atleast_2d(np.asarray(values, dtype=np.float64))  # (seeds, points)
-        mean, std = vals.mean(axis=0), vals.std(axis=0)
-        ax.plot(x, mean, label=label)
-        if len(vals) > 1:
-            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+        mean, std = np.nanmean(vals, axis=0), np.nanstd(vals, axis=0)  # a seed may lack a point
+        (line,) = ax.plot(x, mean, label=label)
+        if len(vals) > 1:  # the band in the line's colour (fill_between would take the next one of the cycle)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
