@@ -94,24 +94,24 @@ def report(path: Path) -> str:
     from diffagents.plots import plot_learning_curves
 
     rows = read_points(path)
-    by: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        by[r["algo"]][r["steps"]].append(float(np.mean(r["normalized"])))
+    score = {(r["algo"], r["seed"], r["steps"]): float(np.mean(r["normalized"])) for r in rows}
     steps = sorted({r["steps"] for r in rows})
-    algos = sorted(by, key=lambda a: (a in D3RLPY, a))
-    lines = ["| algorithm | " + " | ".join(f"{s} steps" for s in steps) + " |", "|---|" + "---:|" * len(steps)]
+    algos = sorted({r["algo"] for r in rows}, key=lambda a: (a in D3RLPY, a))
+    grid = {}  # algorithm -> (seeds, step counts) scores, NaN where a seed lacks a point
     for a in algos:
-        cells = [f"{np.mean(by[a][s]):.1f} ± {np.std(by[a][s]):.1f} (n={len(by[a][s])})" if by[a][s] else ""
-                 for s in steps]
+        seeds = sorted({r["seed"] for r in rows if r["algo"] == a})
+        grid[a] = np.array([[score.get((a, seed, s), np.nan) for s in steps] for seed in seeds])
+    lines = ["| algorithm | " + " | ".join(f"{s} steps" for s in steps) + " |", "|---|" + "---:|" * len(steps)]
+    for a, g in grid.items():
+        n = (~np.isnan(g)).sum(axis=0)
+        cells = [f"{np.nanmean(g[:, j]):.1f} ± {np.nanstd(g[:, j]):.1f} (n={n[j]})" if n[j] else ""
+                 for j in range(len(steps))]
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     png = RESULTS / f"{path.stem}.png"
     curves = {}
-    for a in algos:  # (seeds, points) per algorithm, NaN where a seed lacks a point
-        xs = [s for s in steps if by[a][s]]
-        seeds = sorted({r["seed"] for r in rows if r["algo"] == a})
-        score = {(r["seed"], r["steps"]): float(np.mean(r["normalized"])) for r in rows if r["algo"] == a}
-        vals = np.array([[score.get((seed, s), np.nan) for s in xs] for seed in seeds])
-        curves[f"{a} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"] = (xs, vals)
+    for a, g in grid.items():
+        has = ~np.isnan(g).all(axis=0)  # the step counts this algorithm reached
+        curves[f"{a} ({len(g)} seed{'s' if len(g) > 1 else ''})"] = ([s for s, h in zip(steps, has) if h], g[:, has])
     plot_learning_curves(curves, png, xlabel="gradient steps", ylabel="normalized score",
                          title=rows[0]["dataset"])
     r0 = rows[0]
