@@ -25,6 +25,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("curves_halfcheetah_medium",
      "Offline learning curves on HalfCheetah medium: Diffusion-QL vs d3rlpy up to 40k steps"),
     ("curves_pendulum_expert", "Offline learning curves on Pendulum expert: Diffusion-QL vs d3rlpy up to 40k steps"),
+    ("curves_pendulum_medium", "Offline learning curves on Pendulum medium: Diffusion-QL vs d3rlpy up to 40k steps"),
     ("offline_cpql_recon", "CPQL BC term: consistency loss (paper) vs reconstruction loss (official code)"),
     ("offline_pendulum_planners", "Decision Diffuser and Diffusion Policy on Pendulum expert (longer budgets)"),
     ("offline_mujoco_planners", "Planners on Hopper / HalfCheetah (Diffuser and Decision Diffuser vs d3rlpy)"),
