@@ -89,6 +89,11 @@ def read_points(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def _cell(scores: Any) -> str:
+    """A table cell of per-seed scores: ``mean ± std (n=k)``, empty when there are none."""
+    return f"{np.mean(scores):.1f} ± {np.std(scores):.1f} (n={len(scores)})" if len(scores) else ""
+
+
 def report(path: Path) -> str:
     """Markdown table (normalized score, mean +- std over seeds, per algorithm and step count) and a PNG."""
     from diffagents.plots import plot_learning_curves
@@ -103,9 +108,7 @@ def report(path: Path) -> str:
         grid[a] = np.array([[score.get((a, seed, s), np.nan) for s in steps] for seed in seeds])
     lines = ["| algorithm | " + " | ".join(f"{s} steps" for s in steps) + " |", "|---|" + "---:|" * len(steps)]
     for a, g in grid.items():
-        n = (~np.isnan(g)).sum(axis=0)
-        cells = [f"{np.nanmean(g[:, j]):.1f} ± {np.nanstd(g[:, j]):.1f} (n={n[j]})" if n[j] else ""
-                 for j in range(len(steps))]
+        cells = [_cell(col[~np.isnan(col)]) for col in g.T]
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     png = RESULTS / f"{path.stem}.png"
     curves = {}
@@ -144,7 +147,7 @@ def summary(paths: list[Path], steps: int, min_seeds: int = 3) -> str:
     lines = ["| dataset | " + " | ".join(algos) + " |", "|---|" + "---:|" * len(algos)]
     complete = [d for d in sorted(by) if all(len(by[d][a]) >= min_seeds for a in algos)]
     for d in sorted(by):
-        cells = [f"{np.mean(v):.1f} ± {np.std(v):.1f} (n={len(v)})" if (v := by[d][a]) else "" for a in algos]
+        cells = [_cell(by[d][a]) for a in algos]
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
     if complete:
         means = {a: float(np.mean([np.mean(by[d][a]) for d in complete])) for a in algos}
