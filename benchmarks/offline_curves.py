@@ -5,9 +5,11 @@ deterministic episodes, env seeded ``10000 + seed + episode``, the protocol of `
 reaches each step count of ``--eval-at``. Ours are evaluated from an SB3 callback inside ``learn``, d3rlpy from
 ``fit``'s ``epoch_callback`` with one epoch per evaluation interval, so every learning-rate schedule runs over the
 whole run (a point of the curve is not a separate run of that many steps). Each point appends one JSON line to
-``--out``; points already there are not run or written again (a killed run is rerun from the start and
-several processes can share one ``--out``). ``--report`` writes ``results/<name>.{md,png}`` from a results file
-(followed by ``<name>.notes.md`` beside it, where present).
+``--out``; points already there are not run or written again (several processes can share one ``--out``). A killed
+run is rerun from the start unless ``--checkpoint-dir`` is given: our agents then write a training checkpoint there
+every ``--checkpoint-every`` steps and a rerun resumes from the latest one (``learn(checkpoint_dir=...)``, which ends
+with the weights of an uninterrupted run on CPU); d3rlpy runs always restart. ``--report`` writes
+``results/<name>.{md,png}`` from a results file (followed by ``<name>.notes.md`` beside it, where present).
 
     python offline_curves.py --dataset diffagents/hopper/medium-v0 --algos diffusionql td3+bc iql bc \\
         --seeds 0 --eval-at 3000 10000 20000 30000 40000 --out results/curves_hopper_medium.jsonl
@@ -18,8 +20,10 @@ several processes can share one ``--out``). ``--report`` writes ``results/<name>
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -38,28 +42,54 @@ Point = dict[str, Any]
 
 
 def curve_ours(algo: str, ds: Any, env: Any, seed: int, eval_at: list[int], episodes: int,
-               hyper: dict[str, Any], on_point: Callable[[Point], None]) -> None:
-    """Train one of our agents to ``max(eval_at)`` steps, evaluating at each step count of ``eval_at``."""
+               hyper: dict[str, Any], on_point: Callable[[Point], None], ckpt_dir: Path | None = None,
+               ckpt_every: int = 1000) -> None:
+    """Train one of our agents to ``max(eval_at)`` steps, evaluating at each step count of ``eval_at``.
+
+    With ``ckpt_dir`` the run checkpoints there every ``ckpt_every`` steps and resumes from the latest checkpoint. A
+    checkpoint at step k is written before the evaluation at k, so a run resumed at an evaluation step evaluates it
+    again (the point is written once) and the training after it is the uninterrupted run's. ``train_s`` excludes every
+    evaluation: the seconds of each are kept in ``ckpt_dir/eval_s.json`` and subtracted from the restored
+    ``train_wall_s`` (time lost after the last checkpoint of a killed run is not counted).
+    """
     from stable_baselines3.common.callbacks import BaseCallback
 
     from diffagents.agents import get_agent_class
     from diffagents.evaluation import evaluate_agent
 
     agent = get_agent_class(algo)(env=env, dataset=ds, seed=seed, **hyper)
-    t0, eval_s = time.perf_counter(), 0.0
+    eval_log = ckpt_dir / "eval_s.json" if ckpt_dir is not None else None
+    eval_times: dict[int, float] = ({int(k): v for k, v in json.loads(eval_log.read_text()).items()}
+                                    if eval_log is not None and eval_log.exists() else {})
+    t0, eval_s, wall_before = time.perf_counter(), 0.0, 0.0
 
     class EvalAt(BaseCallback):
-        def _on_step(self) -> bool:
-            nonlocal eval_s
+        def _on_training_start(self) -> None:  # after a resume: the restored wall time, minus earlier evaluations
+            nonlocal t0, wall_before
+            t0 = time.perf_counter()
+            wall_before = self.model.train_wall_s - sum(v for k, v in eval_times.items() if k < self.num_timesteps)
             if self.num_timesteps in eval_at:
-                t1 = time.perf_counter()
-                res = evaluate_agent(self.model, env, n_episodes=episodes, seed=10_000 + seed)
-                eval_s += time.perf_counter() - t1
-                on_point({"steps": self.num_timesteps, "returns": res.returns.tolist(),
-                          "train_s": time.perf_counter() - t0 - eval_s})
+                self._evaluate()
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps in eval_at:
+                self._evaluate()
             return True
 
-    agent.learn(max(eval_at), callback=EvalAt())
+        def _evaluate(self) -> None:
+            nonlocal eval_s
+            t1 = time.perf_counter()
+            res = evaluate_agent(self.model, env, n_episodes=episodes, seed=10_000 + seed)
+            eval_times[self.num_timesteps] = time.perf_counter() - t1
+            eval_s += eval_times[self.num_timesteps]
+            if eval_log is not None:
+                eval_log.write_text(json.dumps(eval_times))
+            on_point({"steps": self.num_timesteps, "returns": res.returns.tolist(),
+                      "train_s": wall_before + time.perf_counter() - t0 - eval_s})
+
+    agent.learn(max(eval_at), callback=EvalAt(), checkpoint_dir=ckpt_dir, checkpoint_every=ckpt_every)
+    if ckpt_dir is not None:  # finished: the checkpoints are no longer needed
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
 
 
 def curve_d3rlpy(algo: str, ds: Any, env: Any, seed: int, eval_at: list[int], episodes: int,
@@ -170,6 +200,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--hyper", default="{}", help="JSON dict of per-algo hyperparameters of ours")
     p.add_argument("--out", type=Path, default=RESULTS / "curves.jsonl")
+    p.add_argument("--checkpoint-dir", type=Path, default=None,
+                   help="resumable runs of ours: training checkpoints under this folder (one subfolder per run)")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
     p.add_argument("--report", type=Path, default=None, help="write the table and plot of a results file and exit")
     p.add_argument("--summary", type=Path, nargs="+", default=None,
                    help="write the cross-dataset table of these results files at max(--eval-at) steps and exit")
@@ -222,7 +255,13 @@ def main() -> None:
                       f"{np.mean(norm) if norm else float('nan'):.1f}, {pt['train_s']:.0f} s", flush=True)
 
             if algo in OURS:
-                curve_ours(algo, ds, env, seed, args.eval_at, args.episodes, hyper.get(algo, {}), record)
+                run_dir = None
+                if args.checkpoint_dir is not None:
+                    tag = hashlib.sha1(json.dumps([hyper.get(algo, {}), sorted(args.eval_at)],
+                                                  sort_keys=True).encode()).hexdigest()[:8]
+                    run_dir = args.checkpoint_dir / f"{ds_id.replace('/', '_')}-{algo}-seed{seed}-{tag}"
+                curve_ours(algo, ds, env, seed, args.eval_at, args.episodes, hyper.get(algo, {}), record, run_dir,
+                           args.checkpoint_every)
             else:
                 curve_d3rlpy(algo, ds, env, seed, args.eval_at, args.episodes, record)
 
