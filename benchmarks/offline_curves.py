@@ -50,7 +50,8 @@ def curve_ours(algo: str, ds: Any, env: Any, seed: int, eval_at: list[int], epis
     checkpoint at step k is written before the evaluation at k, so a run resumed at an evaluation step evaluates it
     again (the point is written once) and the training after it is the uninterrupted run's. ``train_s`` excludes every
     evaluation: the seconds of each are kept in ``ckpt_dir/eval_s.json`` and subtracted from the restored
-    ``train_wall_s`` (time lost after the last checkpoint of a killed run is not counted).
+    ``train_wall_s``, which counts the evaluations before the checkpoint (time lost after the last checkpoint of a
+    killed run is not counted).
     """
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -61,13 +62,14 @@ def curve_ours(algo: str, ds: Any, env: Any, seed: int, eval_at: list[int], epis
     eval_log = ckpt_dir / "eval_s.json" if ckpt_dir is not None else None
     eval_times: dict[int, float] = ({int(k): v for k, v in json.loads(eval_log.read_text()).items()}
                                     if eval_log is not None and eval_log.exists() else {})
-    t0, eval_s, wall_before = time.perf_counter(), 0.0, 0.0
+    t0, wall_start = time.perf_counter(), 0.0
 
     class EvalAt(BaseCallback):
-        def _on_training_start(self) -> None:  # after a resume: the restored wall time, minus earlier evaluations
-            nonlocal t0, wall_before
-            t0 = time.perf_counter()
-            wall_before = self.model.train_wall_s - sum(v for k, v in eval_times.items() if k < self.num_timesteps)
+        def _on_training_start(self) -> None:  # after a resume: the restored wall time; later evaluations are redone
+            nonlocal t0, wall_start
+            t0, wall_start = time.perf_counter(), self.model.train_wall_s
+            for k in [k for k in eval_times if k >= self.num_timesteps]:
+                del eval_times[k]
             if self.num_timesteps in eval_at:
                 self._evaluate()
 
@@ -77,15 +79,15 @@ def curve_ours(algo: str, ds: Any, env: Any, seed: int, eval_at: list[int], epis
             return True
 
         def _evaluate(self) -> None:
-            nonlocal eval_s
             t1 = time.perf_counter()
             res = evaluate_agent(self.model, env, n_episodes=episodes, seed=10_000 + seed)
             eval_times[self.num_timesteps] = time.perf_counter() - t1
-            eval_s += eval_times[self.num_timesteps]
-            if eval_log is not None:
-                eval_log.write_text(json.dumps(eval_times))
+            if eval_log is not None:  # atomic: a run killed mid-write resumes from the previous file
+                tmp = eval_log.with_suffix(".tmp")
+                tmp.write_text(json.dumps(eval_times))
+                tmp.replace(eval_log)
             on_point({"steps": self.num_timesteps, "returns": res.returns.tolist(),
-                      "train_s": wall_before + time.perf_counter() - t0 - eval_s})
+                      "train_s": wall_start + time.perf_counter() - t0 - sum(eval_times.values())})
 
     agent.learn(max(eval_at), callback=EvalAt(), checkpoint_dir=ckpt_dir, checkpoint_every=ckpt_every)
     if ckpt_dir is not None:  # finished: the checkpoints are no longer needed
