@@ -116,15 +116,6 @@ def _baselines(card: dict) -> str:
     return cell
 
 
-def _check_notes(frag: Path) -> None:
-    """A fragment generated from a results file carries its hand-written ``<stem>.notes.md`` (see
-    ``offline_curves.py --report``); stop when the notes were edited after the fragment was written."""
-    notes = frag.with_name(f"{frag.stem}.notes.md")
-    if notes.is_file() and notes.read_text().strip() not in frag.read_text():
-        raise SystemExit(f"{frag.name}: does not contain the current {notes.name}; regenerate it first "
-                         f"(python benchmarks/offline_curves.py --report benchmarks/results/{frag.stem}.jsonl)")
-
-
 def main() -> None:
     out = ["# diffagents benchmark results\n",
            "Every number below comes from a script in `benchmarks/` (command, seed and hardware next to it). The "
@@ -136,10 +127,12 @@ def main() -> None:
         candidates = [RESULTS / f"{stem}{suffix}.md" for suffix in ("", "_quick", "_smoke")]
         frag = next((c for c in candidates if c.is_file()), candidates[0])
         if frag.is_file():
-            _check_notes(frag)
             body = frag.read_text().strip().splitlines()
             if body and body[0].startswith("# "):
                 body = body[1:]
+            notes = frag.with_name(f"{frag.stem}.notes.md")  # hand-written reading of a generated fragment
+            if notes.is_file():
+                body += ["", notes.read_text().strip()]
             out.append("\n".join(body).strip() + "\n")
         else:
             out.append("Not measured yet.\n")

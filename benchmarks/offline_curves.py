@@ -9,7 +9,7 @@ whole run (a point of the curve is not a separate run of that many steps). Each 
 run is rerun from the start unless ``--checkpoint-dir`` is given: our agents then write a training checkpoint there
 every ``--checkpoint-every`` steps and a rerun resumes from the latest one (``learn(checkpoint_dir=...)``, which ends
 with the weights of an uninterrupted run on CPU); d3rlpy runs always restart. ``--report`` writes
-``results/<name>.{md,png}`` from a results file (followed by ``<name>.notes.md`` beside it, where present).
+``results/<name>.{md,png}`` from a results file; ``make_results.py`` adds the hand-written ``<name>.notes.md``.
 
     python offline_curves.py --dataset diffagents/hopper/medium-v0 --algos diffusionql td3+bc iql bc \\
         --seeds 0 --eval-at 3000 10000 20000 30000 40000 --out results/curves_hopper_medium.jsonl
@@ -153,9 +153,6 @@ def report(path: Path) -> str:
     lines += ["", f"Dataset {r0['dataset']}; {r0['episodes']} deterministic episodes per point (env seeds "
               f"10000 + seed ..); one training run per algorithm and seed, evaluated during training; hardware: "
               f"{r0['hardware']}. Curves: `{png.name}`."]
-    notes = path.with_suffix(".notes.md")  # hand-written reading of the figures, kept across regenerations
-    if notes.is_file():
-        lines += ["", notes.read_text().strip()]
     text = "\n".join(lines) + "\n"
     (RESULTS / f"{path.stem}.md").write_text(text)
     return text
