@@ -14,7 +14,10 @@ evaluation seeds, with the first step at the goal, and prints that cap on both n
   controller's pace, skipping stretches of it that come back within ``R`` of the agent;
 * ``follow:R:K``: the same with ``follow_stall_steps=K``: a plan that has not advanced for ``K`` steps short of
   its end (the agent pressed against a wall the plan cuts through) is replaced by a new plan from where the agent
-  is.
+  is;
+* ``follow:R:K:supportN``: the same with ``n_samples=N`` candidate plans per decision and
+  ``plan_selection="support"`` (ours): the candidate with the least of its path in positions the dataset never
+  visits is followed (the grid is fitted on ``--dataset`` at the agent's ``support_resolution``).
 
 The noise-free waypoint controller that defines the reference maximum runs on the same seeds for comparison.
 
@@ -77,14 +80,21 @@ def run_agent(agent: Any, base: Any, ds: Any, variant: str, episodes: int, seed:
     from diffagents.evaluation import evaluate_agent
 
     changes: dict[str, Any] = {"execution": "follow" if variant.startswith("follow") else "track",
-                               "replan_every": None, "follow_stall_steps": None}
+                               "replan_every": None, "follow_stall_steps": None, "n_samples": 1,
+                               "plan_selection": "value"}
     if variant == "track-replan":
         changes["replan_every"] = base.horizon  # a new plan each time the old one runs out
     if variant.startswith("follow:"):
         parts = variant.split(":")
         changes["follow_radius"] = float(parts[1])
         changes["follow_stall_steps"] = int(parts[2]) if len(parts) > 2 else None
+        if len(parts) > 3:
+            if not parts[3].startswith("support"):
+                raise ValueError(f"variant {variant!r}: expected follow:R:K:supportN as the 4th field, got {parts[3]!r}")
+            changes["n_samples"], changes["plan_selection"] = int(parts[3][len("support"):]), "support"
     agent.config = dataclasses.replace(base, **changes)  # every variant starts from the loaded settings
+    if agent.acting_needs_data:
+        agent.set_dataset(ds)
     env = FirstHit(ds.recover_environment(eval_env=True))
     res = evaluate_agent(agent, env, n_episodes=episodes, seed=seed)
     return summarize(variant, res.returns, env.hits[: len(res.returns)], ref)

@@ -325,7 +325,8 @@ def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
     The config the recipe gives (its hyperparameters, defaults for the rest) is compared with the shipped
     checkpoint's; the fields that differ must all be acting settings of
     the agent class (its ``acting_fields``: how a plan is executed, never what is learned), so the stored weights
-    are the ones the recipe trains. They are written into the checkpoint's config; the card gets the recipe's
+    are the ones the recipe trains. They are written into the checkpoint's config (with what acting under them
+    fits on the entry's dataset, e.g. a Diffuser's visited-position grid, when the agent says it needs it); the card gets the recipe's
     hyperparameters, a new evaluation (same episodes and seeds as :func:`train`) and a ``rescored`` record of
     what changed since training, when and on which hardware. With no change it re-evaluates the shipped weights
     under the installed code (after a fix to how an agent acts).
@@ -354,6 +355,10 @@ def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
                          f"run `diffagents zoo train {zoo_id}`")
     if changed:
         agent.config = dataclasses.replace(agent.config, **changed)  # validates the new values
+        if getattr(agent, "acting_needs_data", False):  # e.g. Diffuser's plan_selection="support": fit on the data
+            from diffagents.data import make_dataset
+
+            agent.set_dataset(make_dataset(entry.dataset, size=entry.dataset_size))
         backend.save(agent, entry.weights, entry.weights_dtype)
         agent = backend.load(entry, None, device)  # score what is stored
     info = card(zoo_id)

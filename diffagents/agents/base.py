@@ -418,6 +418,19 @@ class OfflineAgent(BaseAlgorithm):
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         """Restore what :meth:`_extra_state` saved (override)."""
 
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        """Agent-specific arrays to save beside the weights (override; stored exactly, never pickled)."""
+        return {}
+
+    def _load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`_extra_arrays` saved (override; raise ValueError naming a malformed array)."""
+
+    @property
+    def acting_needs_data(self) -> bool:
+        """Whether acting with the current config needs something fitted on the dataset that the agent lacks
+        (then attach one with :meth:`set_dataset`)."""
+        return False
+
     def save(self, path: Any, exclude: Any = None, include: Any = None, *,  # type: ignore[override]
              weights_dtype: str | None = None) -> None:
         """Atomically write a pickle-free checkpoint (``.zip`` is appended if ``path`` has no suffix).

@@ -3,7 +3,7 @@ crash-safe training checkpoints of ``learn(checkpoint_dir=...)`` (integration.md
 
 A checkpoint (:class:`~diffagents.persistence.Checkpoint`, JSON metadata + safetensors) holds the config, the
 spaces and flattener, every network, the EMA copy, the optimizers, the normalizers, the step counters, the
-agent's ``_extra_state()`` and every RNG state (:mod:`diffagents.rng`), so a run killed and resumed from its
+agent's ``_extra_state()`` and ``_extra_arrays()`` and every RNG state (:mod:`diffagents.rng`), so a run killed and resumed from its
 newest ``step_*.zip`` ends with the weights of an uninterrupted run (CPU, same seed).
 """
 
@@ -51,6 +51,7 @@ def agent_checkpoint(agent: OfflineAgent) -> Checkpoint:
     optim = {name: u.state_dict() for name, u in agent.updaters.items()}
     rng_meta, rng_arrays = get_rng_state()
     arrays.update(rng_arrays)
+    arrays.update({f"extra/{key}": value for key, value in agent._extra_arrays().items()})
     meta = {
         "algo": type(agent).__name__,
         "diffagents_version": __version__,
@@ -94,6 +95,7 @@ def restore_agent(agent: OfflineAgent, ckpt: Checkpoint, where: str) -> None:
             state.update({k[len(prefix):]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)})
             norm_cls = getattr(data, info["class"])
             agent.normalizers[name] = norm_cls.from_state_dict(state)
+        agent._load_extra_arrays({k[len("extra/"):]: v for k, v in ckpt.arrays.items() if k.startswith("extra/")})
     except (KeyError, RuntimeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {where!r} does not match this {type(agent).__name__} "
                               f"configuration: {type(exc).__name__}: {exc}") from exc

@@ -18,6 +18,9 @@ agent is skipped. A plan-once planner that tracks its timetable arrives when the
 which caps its return (``benchmarks/RESULTS.md``, "Planners on PointMaze"); following the path does not wait.
 With ``follow_stall_steps = k`` a followed plan that has not advanced for ``k`` steps short of its end (the agent
 pressed against a wall that the sampled plan cuts through) is replaced by a new plan from where the agent is.
+``plan_selection="support"`` (ours) samples ``n_samples`` plans and keeps the one with the smallest fraction of
+its path in positions the dataset never visits (:mod:`diffagents.agents.plan_support`), so fewer plans cut
+through walls; the paper plans once (``n_samples = 1``) and ranks candidates by value only in locomotion.
 
 Fast sampling: any sampler of :mod:`diffagents.diffusion` with fewer steps, and warm-start replanning
 (``warm_start``: the previous plan, shifted, is re-noised to an intermediate level and denoised from there).
@@ -35,6 +38,7 @@ from torch import nn
 from diffagents.agents.base import OfflineAgent
 from diffagents.agents.config import AgentConfig
 from diffagents.agents.plan_cache import PlanCache, shift_plans
+from diffagents.agents.plan_support import VisitedPositions
 from diffagents.agents.window_data import attach_windows
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.guidance import GradientGuide
@@ -86,6 +90,8 @@ class DiffuserConfig(AgentConfig):
     follow_radius: float = 0.5
     follow_gains: tuple[float, ...] = (10.0, 1.0)
     follow_stall_steps: int | None = None
+    plan_selection: str = "value"
+    support_resolution: float = 0.05
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,6 +101,9 @@ class DiffuserConfig(AgentConfig):
         self._check(self.execution in ("actions", "track", "follow"), "execution", "'actions', 'track' or 'follow'",
                     self.execution)
         self._check(self.follow_radius > 0, "follow_radius", "> 0", self.follow_radius)
+        self._check(self.plan_selection in ("value", "support"), "plan_selection", "'value' or 'support'",
+                    self.plan_selection)
+        self._check(self.support_resolution > 0, "support_resolution", "> 0", self.support_resolution)
         self._check(self.follow_stall_steps is None or self.follow_stall_steps >= 1, "follow_stall_steps",
                     ">= 1 or None", self.follow_stall_steps)
         self._check(self.replan_every is None or self.replan_every >= 1, "replan_every", ">= 1 or None",
@@ -113,7 +122,8 @@ class Diffuser(OfflineAgent):
     config: DiffuserConfig
     acting_fields = OfflineAgent.acting_fields | {
         "n_samples", "guide_scale", "n_guide_steps", "t_stopgrad", "scale_grad_by_std", "replan_every", "warm_start",
-        "sampler", "sampler_steps", "execution", "track_gains", "follow_radius", "follow_gains", "follow_stall_steps"}
+        "sampler", "sampler_steps", "execution", "track_gains", "follow_radius", "follow_gains", "follow_stall_steps",
+        "plan_selection", "support_resolution"}
 
     @property
     def state_dim(self) -> int:
@@ -136,12 +146,33 @@ class Diffuser(OfflineAgent):
             modules["value"] = TemporalValue(c.horizon, d, dim=c.dim, dim_mults=c.dim_mults, activation=c.activation)
         self.plans_made = 0
         self.decisions = 0
+        self.plan_support: VisitedPositions | None = None
         return modules
 
     def _attach_data(self) -> None:
         c = self.config
-        attach_windows(self, c.horizon, discount=c.discount, termination_penalty=c.termination_penalty,
-                       use_padding=c.use_padding and c.goal_obs_dims is None)
+        windows = attach_windows(self, c.horizon, discount=c.discount, termination_penalty=c.termination_penalty,
+                                 use_padding=c.use_padding and c.goal_obs_dims is None)
+        if c.plan_selection == "support" and self.acting_needs_data:
+            real = windows.flat["mask"] > 0
+            positions = windows.flat["observations"][real][:, slice(*c.track_pos_dims)]
+            self.plan_support = VisitedPositions.fit(positions, c.support_resolution, device=self.device)
+
+    @property
+    def acting_needs_data(self) -> bool:
+        """``plan_selection="support"`` needs the dataset's visited positions at ``support_resolution``."""
+        c = self.config
+        return c.plan_selection == "support" and (self.plan_support is None or
+                                                  self.plan_support.resolution != c.support_resolution)
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        support = self.plan_support
+        return {} if support is None else {f"plan_support/{k}": v for k, v in support.arrays().items()}
+
+    def _load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        prefix = "plan_support/"
+        grid = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        self.plan_support = VisitedPositions.from_arrays(grid, device=self.device) if grid else None
 
     # ------------------------------------------------------------------ training
     def _inpaint(self, shape: tuple[int, ...], obs: torch.Tensor, last: torch.Tensor | None) -> Any:
@@ -195,8 +226,16 @@ class Diffuser(OfflineAgent):
         ``cuda_graph=True``); deterministic plans draw the noise of ``eval_generator(salt)``."""
         assert self.ema is not None
         gen = self.eval_generator(salt) if deterministic else None
+        c = self.config
+        if self.acting_needs_data and c.n_samples > 1:
+            raise ValueError(f"plan_selection: 'support' needs the dataset's visited positions at support_resolution "
+                             f"{c.support_resolution}, which this agent lacks (it has "
+                             f"{'none' if self.plan_support is None else self.plan_support.resolution}); attach the "
+                             "dataset with set_dataset(...) or load(..., dataset=...)")
+        key = (self.ema.model.sampler, c.n_samples, c.plan_selection, self.plan_support, c.guide_scale,
+               c.n_guide_steps, c.t_stopgrad, c.scale_grad_by_std, c.warm_start, c.replan_every)
         plans = self._graphed("plan", self._sample_plans, *((obs,) if prev is None else (obs, prev)), generator=gen,
-                              key=(self.ema.model.sampler,))
+                              key=key)
         self.plans_made += obs.shape[0]
         return plans
 
@@ -224,8 +263,14 @@ class Diffuser(OfflineAgent):
                              device=obs.device)
         if n == 1:
             return plans
-        scores = value(plans, torch.zeros(b * n, device=obs.device)) if value is not None else \
-            torch.zeros(b * n, device=obs.device)
+        if c.plan_selection == "support":
+            assert self.plan_support is not None
+            paths = self._raw(obs_rep, plans[..., self.act_dim:])[..., slice(*c.track_pos_dims)]
+            scores = -self.plan_support.unvisited_fraction(paths)
+        elif value is not None:
+            scores = value(plans, torch.zeros(b * n, device=obs.device))
+        else:
+            scores = torch.zeros(b * n, device=obs.device)
         best = scores.view(b, n).argmax(dim=1)  # (B,)
         return plans.view(b, n, c.horizon, -1)[torch.arange(b, device=obs.device), best]
 
