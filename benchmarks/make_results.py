@@ -39,6 +39,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("offline_pointmaze", "Planners on PointMaze (Diffuser vs d3rlpy BC / IQL)"),
     ("maze_stall_validation", "PointMaze: choosing follow_stall_steps on validation seeds"),
     ("maze_radius_validation", "PointMaze: choosing follow_radius on validation seeds"),
+    ("maze_support_validation", "PointMaze: choosing plan_selection (candidate plans by data support) on validation seeds"),
     ("toy_multimodal", "Mode coverage on the multimodal toy task"),
     ("distill", "Distilled 1-step actor vs its teacher"),
     ("tianshou_overhead", "Tianshou trainer overhead"),

@@ -36,7 +36,7 @@ NOTES = """What the tables below show:
   does where the planned route is sound.
 * **Looking one cell ahead beats the controller.** The zoo recipes use `follow_radius` = 1.0 (one maze cell), chosen
   among 0.5-2.0 on validation seeds 20000+ (section "PointMaze: choosing follow_radius"; 0.5 until 2026-12-05, row
-  `follow:0.5:10`). On the card seeds 1.0 vs 0.5: UMaze 102.1 vs 99.0, Medium 105.1 vs 98.9, Large 96.1 vs 93.1;
+  `follow:0.5:10`). With one plan per decision, on the card seeds 1.0 vs 0.5: UMaze 102.1 vs 99.0, Medium 105.1 vs 98.9, Large 96.1 vs 93.1;
   over 100 episodes UMaze 101.4 vs 98.3, Medium 103.9 vs 99.0 and Large 95.7 vs 87.6, against the controller's
   97.9 / 100.9 / 100.9: on UMaze and Medium the agent now reaches the goal sooner than the controller, which steers
   from cell centre to cell centre (first step at the goal, 100 episodes: 51 vs 60 and 83 vs 97; Large 175 vs 141).
@@ -51,13 +51,23 @@ NOTES = """What the tables below show:
   follow_stall_steps"; 25 until 2026-12-05, row `follow:0.5:25`). On the card seeds (radius 0.5) k = 10 vs 25:
   UMaze 99.0 vs 99.0, Medium 98.9 vs 100.0, Large 93.1 vs 91.2 (no replacement at all: 99.0 / 95.0 / 60.4); over
   100 episodes UMaze 98.3 vs 98.3, Medium 99.0 vs 98.7, Large 87.6 vs 86.4 (99% vs 98% success).
+* **Following the best of 16 candidate plans by data support (Medium, Large).** Since 2026-12-06 the Medium and
+  Large recipes sample 16 plans per decision and follow the one with the least of its path in positions the
+  dataset never visits (`plan_selection="support"`, ours; an occupancy grid of the data's positions saved with the
+  weights), chosen over 1, 8 and 32 candidates on validation seeds 20000+ (section "PointMaze: choosing
+  plan_selection"; UMaze, where it changes nothing, keeps one plan). Cards (20 episodes) with vs without: Medium
+  104.6 vs 105.1, Large 102.9 vs 96.1; over 100 episodes Medium 104.6 vs 103.9 and Large 102.4 vs 95.7, against the
+  controller's 100.9 / 100.9 (first step at the goal, Large: 132 vs 175; the controller's 141). A sampled plan that
+  cuts a wall corner is the main way Large lost to the controller (the agent stalls, replans, sometimes loops);
+  the data never enter a wall, so the fraction of a path outside the visited positions spots such plans, and it
+  ranks candidates' returns better than path length or a restoration gap (same section).
 * **Holding the last planned state matters.** Our `track` used to replan when a plan ran out; a plan from the goal
   to the goal is a detour, so the agent left the goal (row `track-replan`). It now holds the plan's last state, as
   the reference code does.
-* **Large is short of the controller.** Its score rose with steps (follow the plan, radius 0.5, stall 25, 20 card
+* **Large needed the most training.** Its score rose with steps (follow the plan, radius 0.5, stall 25, 20 card
   episodes): 10k steps 10.2 (10% success), 20k 77.4 (100% success, first step at the goal 293), 40k 91.2 (100%,
-  first step 204; the controller's is 150), the shipped weights, which score 96.1 with the recipe's acting
-  settings. The 40k run took 11125 s of training (H 384 windows, ~0.28 CPU-s per step here, in two pieces resumed
+  first step 204; the controller's is 150), the shipped weights, which score 96.1 with one plan per decision
+  and 102.9 with the recipe's 16 candidates. The 40k run took 11125 s of training (H 384 windows, ~0.28 CPU-s per step here, in two pieces resumed
   from a training checkpoint). An 80k-step continuation of the same run (26140 s of training in all) is not
   better: on the validation seeds (radius 1.0) it scores 101.1 vs 102.1 for the 40k weights, so 40k ships; on the
   card seeds, as trained (radius 0.5), it scores 90.5 (40k: 93.1), and d3rlpy BC / IQL at 80k steps score 91.1 /
@@ -103,6 +113,8 @@ def main() -> None:
         hp = card["hyperparameters"]
         recipe_variant = f"follow:{hp.get('follow_radius', 0.5)}:{hp['follow_stall_steps']}" \
             if hp.get("follow_stall_steps") else f"follow:{hp.get('follow_radius', 0.5)}"
+        if hp.get("plan_selection") == "support":
+            recipe_variant += f":support{hp['n_samples']}"
         agent_long = long.get(recipe_variant)  # the card's execution over 100 episodes (none if measured otherwise)
         long_cell = f"{_cell(agent_long)} [{ctrl['normalized_mean']:.1f}]" if agent_long and ctrl else "–"
         cap = f"{exe['meta']['timetable_cap_normalized']:.1f}" if exe else "–"
@@ -113,8 +125,9 @@ def main() -> None:
                      f"{_cell(base.get('iql'))} | {card['gradient_steps']} | {card['wall_time_s']:.0f} s | "
                      f"{PAPER[maze]} |")
         if long_path.is_file():
+            run = " ".join(v for v in long if not v.startswith("waypoint controller"))  # the variants the file holds
             details.append(f"**{maze}, 100 episodes** (`python benchmarks/maze_execution.py --agent "
-                           f"diffuser-pointmaze-{maze} --episodes 100 --variants {recipe_variant} --out "
+                           f"diffuser-pointmaze-{maze} --episodes 100 --variants {run} --out "
                            f"benchmarks/results/maze_execution_{maze}_100ep`): "
                            + long_path.with_suffix(".md").read_text().strip())
         md = exe_path.with_suffix(".md")
@@ -124,11 +137,13 @@ def main() -> None:
     lines.append("\nDiffuser: the zoo entries (`diffagents zoo train diffuser-pointmaze-MAZE`; recipe and card in "
                  "`zoo/`): the paper's Maze2D setup (`config/maze2d.py`: horizon 128 / 256 / 384, 64 / 256 / 256 "
                  "diffusion steps, x0 prediction, clipped x0, min-max normalised states, start and goal inpainted, no "
-                 "value guidance, one plan per episode) with a **CPU budget**: U-Net dim 16 x (1, 2, 4) instead of "
+                 "value guidance, one plan per episode; the Medium and Large entries follow the best of 16 candidate plans, "
+                 "see below) with a **CPU budget**: U-Net dim 16 x (1, 2, 4) instead of "
                  "32 x (1, 4, 8), learning rate 1e-3 with the EMA from step 1000, and the gradient steps in the table "
                  "instead of 2M. Baselines: `python benchmarks/zoo_baselines.py diffuser-pointmaze-MAZE` (d3rlpy 2.8 "
                  "default configs, batch 256, same data, steps, seed and evaluation seeds). Hardware: the cards' "
-                 "(2-core AMD EPYC VM, torch 2.13.0+cpu, one thread per process, 2-3 processes sharing the cores). "
+                 "(2-core AMD EPYC or Intel Xeon VMs, torch 2.13.0+cpu, one thread per process, 2-3 processes sharing "
+                 "the cores; each card names its own). "
                  "Table: `python benchmarks/pointmaze_table.py`.\n")
     lines.append(NOTES)
     lines.append("\n\n".join(details) + "\n" if details else "")
