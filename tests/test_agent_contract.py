@@ -290,6 +290,7 @@ ACTING_ALTERNATIVES: dict[str, list[Any]] = {
     "replan_every": [3], "n_samples": [3], "guide_scale": [0.3], "n_guide_steps": [1], "t_stopgrad": [1],
     "scale_grad_by_std": [False], "warm_start": [0.5], "execution": ["track", "actions"],
     "track_gains": [(5.0, 0.5)], "follow_radius": [0.3], "follow_gains": [(8.0, 1.0)], "follow_stall_steps": [5],
+    "plan_selection": ["support"], "support_resolution": [0.1],
 }
 
 

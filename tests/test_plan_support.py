@@ -130,3 +130,18 @@ def test_plan_selection_is_validated() -> None:
         DiffuserConfig(plan_selection="shortest")
     with pytest.raises(ValueError, match="support_resolution"):
         DiffuserConfig(support_resolution=0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_support_selection_runs_on_cuda_eager_and_graphed(maze: Any, tmp_path: Path) -> None:
+    agent, ds = maze
+    agent.save(tmp_path / "a.zip")
+    actions = []
+    for graphed in (False, True):
+        loaded = Diffuser.load(tmp_path / "a.zip", env=ds.recover_environment(eval_env=True), device="cuda")
+        loaded.config = dataclasses.replace(loaded.config, cuda_graph=graphed)
+        assert loaded.plan_support is not None and loaded.plan_support.occupied.is_cuda
+        for _ in range(2):
+            act, _ = loaded.predict(_obs(), deterministic=True)
+        actions.append(act)
+    np.testing.assert_allclose(actions[1], actions[0], rtol=1e-4, atol=1e-4)

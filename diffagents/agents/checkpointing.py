@@ -3,8 +3,8 @@ crash-safe training checkpoints of ``learn(checkpoint_dir=...)`` (integration.md
 
 A checkpoint (:class:`~diffagents.persistence.Checkpoint`, JSON metadata + safetensors) holds the config, the
 spaces and flattener, every network, the EMA copy, the optimizers, the normalizers, the step counters, the
-agent's ``_extra_state()`` and ``_extra_arrays()`` and every RNG state (:mod:`diffagents.rng`), so a run killed and resumed from its
-newest ``step_*.zip`` ends with the weights of an uninterrupted run (CPU, same seed).
+agent's ``_extra_state()`` and ``_extra_arrays()`` and every RNG state (:mod:`diffagents.rng`), so a run killed
+and resumed from its newest ``step_*.zip`` ends with the weights of an uninterrupted run (CPU, same seed).
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ class Diffuser(OfflineAgent):
         c = self.config
         windows = attach_windows(self, c.horizon, discount=c.discount, termination_penalty=c.termination_penalty,
                                  use_padding=c.use_padding and c.goal_obs_dims is None)
-        if c.plan_selection == "support" and self.acting_needs_data:
+        if self.acting_needs_data:  # plan_selection="support" without a grid at support_resolution
             real = windows.flat["mask"] > 0
             positions = windows.flat["observations"][real][:, slice(*c.track_pos_dims)]
             self.plan_support = VisitedPositions.fit(positions, c.support_resolution, device=self.device)
