@@ -90,7 +90,8 @@ def run_agent(agent: Any, base: Any, ds: Any, variant: str, episodes: int, seed:
         changes["follow_stall_steps"] = int(parts[2]) if len(parts) > 2 else None
         if len(parts) > 3:
             if not parts[3].startswith("support"):
-                raise ValueError(f"variant {variant!r}: expected follow:R:K:supportN as the 4th field, got {parts[3]!r}")
+                raise ValueError(f"variant {variant!r}: expected follow:R:K:supportN as the 4th field, "
+                                 f"got {parts[3]!r}")
             changes["n_samples"], changes["plan_selection"] = int(parts[3][len("support"):]), "support"
     agent.config = dataclasses.replace(base, **changes)  # every variant starts from the loaded settings
     if agent.acting_needs_data:

@@ -134,7 +134,8 @@ def main() -> None:
           f"`evaluate_policy` meets them), {args.candidates} candidate plans each, every candidate followed to the "
           f"end of its episode (execution {meta['acting']['execution']}, radius {meta['acting']['follow_radius']}, "
           f"stall {meta['acting']['follow_stall_steps']}). Hardware: {meta['hardware']}; {meta['wall_s']:.0f} s.\n",
-          f"Mean return over all candidates {summary['mean']:.1f}; best candidate in hindsight {summary['oracle']:.1f}; "
+          f"Mean return over all candidates {summary['mean']:.1f}; best candidate in hindsight "
+          f"{summary['oracle']:.1f}; "
           f"worst {summary['worst']:.1f}.\n",
           "| criterion (lowest is followed) | mean return of the chosen candidate | worst episode | "
           "within-episode rank correlation with the return |", "|---|---:|---:|---:|"]

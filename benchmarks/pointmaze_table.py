@@ -36,7 +36,8 @@ NOTES = """What the tables below show:
   does where the planned route is sound.
 * **Looking one cell ahead beats the controller.** The zoo recipes use `follow_radius` = 1.0 (one maze cell), chosen
   among 0.5-2.0 on validation seeds 20000+ (section "PointMaze: choosing follow_radius"; 0.5 until 2026-12-05, row
-  `follow:0.5:10`). With one plan per decision, on the card seeds 1.0 vs 0.5: UMaze 102.1 vs 99.0, Medium 105.1 vs 98.9, Large 96.1 vs 93.1;
+  `follow:0.5:10`). With one plan per decision, on the card seeds 1.0 vs 0.5: UMaze 102.1 vs 99.0, Medium 105.1
+  vs 98.9, Large 96.1 vs 93.1;
   over 100 episodes UMaze 101.4 vs 98.3, Medium 103.9 vs 99.0 and Large 95.7 vs 87.6, against the controller's
   97.9 / 100.9 / 100.9: on UMaze and Medium the agent now reaches the goal sooner than the controller, which steers
   from cell centre to cell centre (first step at the goal, 100 episodes: 51 vs 60 and 83 vs 97; Large 175 vs 141).
@@ -67,8 +68,8 @@ NOTES = """What the tables below show:
 * **Large needed the most training.** Its score rose with steps (follow the plan, radius 0.5, stall 25, 20 card
   episodes): 10k steps 10.2 (10% success), 20k 77.4 (100% success, first step at the goal 293), 40k 91.2 (100%,
   first step 204; the controller's is 150), the shipped weights, which score 96.1 with one plan per decision
-  and 102.9 with the recipe's 16 candidates. The 40k run took 11125 s of training (H 384 windows, ~0.28 CPU-s per step here, in two pieces resumed
-  from a training checkpoint). An 80k-step continuation of the same run (26140 s of training in all) is not
+  and 102.9 with the recipe's 16 candidates. The 40k run took 11125 s of training (H 384 windows, ~0.28 CPU-s per
+  step here, in two pieces resumed from a training checkpoint). An 80k-step continuation of the same run (26140 s of training in all) is not
   better: on the validation seeds (radius 1.0) it scores 101.1 vs 102.1 for the 40k weights, so 40k ships; on the
   card seeds, as trained (radius 0.5), it scores 90.5 (40k: 93.1), and d3rlpy BC / IQL at 80k steps score 91.1 /
   46.4. The 10k, 20k, 40k and 80k cards are kept as `results/diffuser-pointmaze-large-{10k,20k,40k,80k}.card.json`
@@ -137,9 +138,9 @@ def main() -> None:
     lines.append("\nDiffuser: the zoo entries (`diffagents zoo train diffuser-pointmaze-MAZE`; recipe and card in "
                  "`zoo/`): the paper's Maze2D setup (`config/maze2d.py`: horizon 128 / 256 / 384, 64 / 256 / 256 "
                  "diffusion steps, x0 prediction, clipped x0, min-max normalised states, start and goal inpainted, no "
-                 "value guidance, one plan per episode; the Medium and Large entries follow the best of 16 candidate plans, "
-                 "see below) with a **CPU budget**: U-Net dim 16 x (1, 2, 4) instead of "
-                 "32 x (1, 4, 8), learning rate 1e-3 with the EMA from step 1000, and the gradient steps in the table "
+                 "value guidance, one plan per episode; the Medium and Large entries follow the best of 16 "
+                 "candidate plans, see below) with a **CPU budget**: U-Net dim 16 x (1, 2, 4) instead of 32 x (1, 4, 8),"
+                 " learning rate 1e-3 with the EMA from step 1000, and the gradient steps in the table "
                  "instead of 2M. Baselines: `python benchmarks/zoo_baselines.py diffuser-pointmaze-MAZE` (d3rlpy 2.8 "
                  "default configs, batch 256, same data, steps, seed and evaluation seeds). Hardware: the cards' "
                  "(2-core AMD EPYC or Intel Xeon VMs, torch 2.13.0+cpu, one thread per process, 2-3 processes sharing "

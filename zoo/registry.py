@@ -326,8 +326,8 @@ def rescore(zoo_id: str, *, device: str = "auto") -> dict[str, Any]:
     checkpoint's; the fields that differ must all be acting settings of
     the agent class (its ``acting_fields``: how a plan is executed, never what is learned), so the stored weights
     are the ones the recipe trains. They are written into the checkpoint's config (with what acting under them
-    fits on the entry's dataset, e.g. a Diffuser's visited-position grid, when the agent says it needs it); the card gets the recipe's
-    hyperparameters, a new evaluation (same episodes and seeds as :func:`train`) and a ``rescored`` record of
+    fits on the entry's dataset, e.g. a Diffuser's visited-position grid, when the agent says it needs it); the
+    card gets the recipe's hyperparameters, a new evaluation (same episodes and seeds as :func:`train`) and a ``rescored`` record of
     what changed since training, when and on which hardware. With no change it re-evaluates the shipped weights
     under the installed code (after a fix to how an agent acts).
 

@@ -68,9 +68,6 @@ class VisitedPositions:
         occupied[tuple(idx.T)] = True
         return cls(torch.as_tensor(occupied, device=device), origin.to(device), resolution)
 
-    def to(self, device: torch.device | str) -> VisitedPositions:
-        return VisitedPositions(self.occupied.to(device), self.origin.to(device), self.resolution)
-
     def visited(self, points: torch.Tensor) -> torch.Tensor:
         """``points`` (``(..., P)``) -> bool ``(...)``: inside the grid and in a visited cell."""
         idx = torch.floor((points - self.origin.to(points.dtype)) / self.resolution).long()
