@@ -28,7 +28,7 @@ from common import hardware, synthetic_dataset, write
 
 from diffagents.bench import build_agent, decision_latency, train_rate
 
-#: overrides of ``diffagents.bench.SIZES`` (the same agents and sizes as ``diffagents bench``); policies at paper
+#: overrides of each agent's ``bench_config()`` (the same agents and sizes as ``diffagents bench``); policies at paper
 #: sizes (DiffusionQL 3x256 MLP, T=5, 50 candidates, batch 256; IDQL LN-ResNet 256x3, 64 candidates; CPQL 1 step)
 POLICY_SIZES: dict[str, dict[str, Any]] = {
     "DiffusionQL": {}, "DiffusionQL-EDP": dict(action_approx=True), "IDQL": {}, "CPQL": {}, "DiffusionPolicy": {},

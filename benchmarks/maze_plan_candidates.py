@@ -110,7 +110,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for i, start_obs in enumerate(start_observations(env, args.seed, args.episodes)):
-        obs_t = agent._prepare_obs(start_obs)[0].repeat(args.candidates, 1)
+        obs_t = agent.prepare_obs(start_obs)[0].repeat(args.candidates, 1)
         with torch.no_grad():
             gen = torch.Generator(device=obs_t.device).manual_seed(1000 + i)
             plans = agent._sample_plans(obs_t, generator=gen)

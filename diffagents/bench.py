@@ -21,20 +21,6 @@ from typing import Any
 
 import numpy as np
 
-#: Sizes benchmarked per agent: the paper defaults for the policies, CPU budgets (docs/compute-budget.md Sec. 6-7)
-#: for the U-Net agents, whose paper sizes take seconds per step on one CPU thread.
-SIZES: dict[str, dict[str, Any]] = {
-    "DiffusionQL": {},  # 3x256 MLP, T=5, 50 candidates, batch 256
-    "IDQL": {},  # LN-ResNet 256x3, T=5, 64 candidates
-    "CPQL": {},
-    "OnlineCPQL": {},
-    "DiffusionPolicy": dict(dim=64, batch_size=64),
-    "Diffuser": dict(horizon=32, dim=32, dim_mults=(1, 2, 4), n_diffusion_steps=20, n_samples=64, batch_size=32),
-    "DecisionDiffuser": dict(horizon=32, dim=32, dim_mults=(1, 2, 4), n_diffusion_steps=20, batch_size=32),
-    "DistilledPolicy": {},  # teacher: DiffusionQL at its SIZES entry
-}
-
-
 @dataclass
 class SpeedResult:
     """One agent's measurements (``train_steps_per_s`` is None when only acting was timed)."""
@@ -48,11 +34,14 @@ class SpeedResult:
         return asdict(self)
 
 
-def default_agents() -> list[str]:
-    """Every registered agent class present in this installation, once each (``CPQL`` stands for OfflineCPQL)."""
-    from diffagents.agents import available_agents
+BENCH_KINDS = ("offline", "online", "distilled")  # Gymnasium agents that learn from a dataset or their env
 
-    return [name for name in dict.fromkeys(available_agents()) if name != "OfflineCPQL"]
+
+def default_agents() -> list[str]:
+    """Every registered Gymnasium agent (kinds :data:`BENCH_KINDS`), from the registry."""
+    from diffagents.core.registry import agent_infos
+
+    return [i.name for i in agent_infos(lambda i: i.kind in BENCH_KINDS)]
 
 
 def timeit(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 3, sync: bool = False) -> dict[str, float]:
@@ -101,23 +90,32 @@ def synthetic_dataset(env_id: str, steps: int, root: str | Path, seed: int = 0) 
                                                   description=f"{total} uniform-random steps of {env_id}")
 
 
-def build_agent(name: str, env: Any, dataset: Any, *, device: str = "cpu", seed: int = 0, **overrides: Any) -> Any:
-    """Agent ``name`` (case-insensitive registry name) at its :data:`SIZES` entry updated with ``overrides``.
+def sizes(cls: Any, quick: bool) -> dict[str, Any]:
+    """The hyperparameters an agent is benchmarked at: ``cls.tiny_config()`` with ``quick``, else
+    ``cls.bench_config()`` (paper defaults for the policies, CPU budgets of docs/compute-budget.md Sec. 6-7 for the
+    U-Net agents, whose paper sizes take seconds per step on one CPU thread)."""
+    return dict(cls.tiny_config() if quick else getattr(cls, "bench_config", dict)())
 
-    ``DistilledPolicy`` is distilled (one step) from a DiffusionQL teacher; ``OnlineCPQL`` gets its replay buffer
-    filled with ``batch_size`` random env steps so that its ``train`` can be timed.
+
+def build_agent(name: str, env: Any, dataset: Any, *, device: str = "cpu", seed: int = 0, quick: bool = False,
+                **overrides: Any) -> Any:
+    """Agent ``name`` (case-insensitive registry name) at :func:`sizes` updated with ``overrides``.
+
+    A distilled agent is distilled (one step) from its config's default teacher; an online agent gets its replay
+    buffer filled with ``batch_size`` random env steps so that its ``train`` can be timed.
     """
-    from diffagents.agents import get_agent_class
+    from diffagents.core.registry import get_agent_class, get_agent_info
 
-    cls = get_agent_class(name)
-    kw = {**SIZES.get(cls.__name__, {}), **overrides}
-    if cls.__name__ == "DistilledPolicy":
+    info = get_agent_info(name)
+    cls = info.cls
+    kw = {**sizes(cls, quick), **overrides}
+    if info.kind == "distilled":
         from diffagents.agents.distill import distill
 
-        teacher = get_agent_class("DiffusionQL")(env=env, dataset=dataset, seed=seed, device=device,
-                                                  **SIZES["DiffusionQL"])
+        teacher_cls = get_agent_class(cls.config_class().teacher)
+        teacher = teacher_cls(env=env, dataset=dataset, seed=seed, device=device, **sizes(teacher_cls, quick))
         return distill(teacher, steps=1, seed=seed, **kw)
-    if cls.__name__ == "OnlineCPQL":
+    if info.kind == "online":
         kw.setdefault("batch_size", 256)
         agent = cls(env=env, seed=seed, device=device, **{"learning_starts": kw["batch_size"], **kw})
         agent.learn(kw["batch_size"] + 1)
@@ -153,19 +151,19 @@ def decision_latency(agent: Any, obs: Any, repeats: int = 15, sync: bool = False
 
 
 def measure(name: str, env: Any, dataset: Any, *, device: str = "cpu", steps: int = 50, repeats: int = 15,
-            seed: int = 0, **overrides: Any) -> SpeedResult:
+            seed: int = 0, quick: bool = False, **overrides: Any) -> SpeedResult:
     """Build agent ``name`` (:func:`build_agent`) and time ``steps`` gradient steps and ``repeats`` decisions."""
-    agent = build_agent(name, env, dataset, device=device, seed=seed, **overrides)
+    agent = build_agent(name, env, dataset, device=device, seed=seed, quick=quick, **overrides)
     sync = str(device).startswith("cuda")
     obs = env.observation_space.sample()
     rate = train_rate(agent, steps, sync=sync) if steps > 0 else None
     lat = decision_latency(agent, obs, repeats, sync=sync)
     batch = getattr(getattr(agent, "config", None), "batch_size", None)
-    return SpeedResult(agent=type(agent).__name__, batch=batch, train_steps_per_s=rate, latency_ms=1e3 * lat)
+    return SpeedResult(agent=agent.agent_name, batch=batch, train_steps_per_s=rate, latency_ms=1e3 * lat)
 
 
 def run(names: Sequence[str], *, env_id: str = "HalfCheetah-v5", device: str = "cpu", steps: int = 50,
-        repeats: int = 15, dataset_steps: int = 5000,
+        repeats: int = 15, dataset_steps: int = 5000, quick: bool = False,
         on_result: Callable[[SpeedResult], None] | None = None) -> dict[str, Any]:
     """:func:`measure` every agent in ``names`` on a random ``env_id`` dataset built in a temporary folder.
 
@@ -187,7 +185,7 @@ def run(names: Sequence[str], *, env_id: str = "HalfCheetah-v5", device: str = "
         with tempfile.TemporaryDirectory(prefix="diffagents_bench_") as root:
             ds = synthetic_dataset(env_id, dataset_steps, root)
             for name in names:
-                res = measure(name, env, ds, device=device, steps=steps, repeats=repeats)
+                res = measure(name, env, ds, device=device, steps=steps, repeats=repeats, quick=quick)
                 rows.append(res.to_dict())
                 if on_result is not None:
                     on_result(res)
@@ -197,4 +195,4 @@ def run(names: Sequence[str], *, env_id: str = "HalfCheetah-v5", device: str = "
         else:
             os.environ["MINARI_DATASETS_PATH"] = old
     return {"hardware": hardware(), "device": device, "threads": torch.get_num_threads(), "env": env_id,
-            "train_steps": steps, "latency_repeats": repeats, "rows": rows}
+            "sizes": "tiny_config" if quick else "bench_config", "train_steps": steps, "latency_repeats": repeats, "rows": rows}

@@ -90,19 +90,20 @@ def _train(algo: str, dataset_id: str, env_id: str | None, steps: int, seed: int
            size: int | None = None) -> dict[str, Any]:
     from rich.console import Console
 
-    from diffagents.agents import get_agent_class
+    from diffagents.core.registry import get_agent_info
     from diffagents.data import load_dataset as load_ds
     from diffagents.data import make_dataset
     from diffagents.evaluation import evaluate_agent
 
     console = Console()
-    if algo.lower() == "madiff":
-        cls = None
-    else:
-        try:
-            cls = get_agent_class(algo)
-        except ValueError as exc:
-            raise CLIError(f"{exc} (or 'madiff' for PettingZoo datasets)") from exc
+    try:
+        info = get_agent_info(algo)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    if info.kind not in ("offline", "multiagent"):
+        raise CLIError(f"{algo}: `diffagents train` trains dataset agents (offline or multi-agent), got a "
+                       f"{info.kind} agent")
+    cls = info.cls
     from diffagents.data import DataError
 
     try:
@@ -113,8 +114,8 @@ def _train(algo: str, dataset_id: str, env_id: str | None, steps: int, seed: int
         except Exception as exc:  # noqa: BLE001
             raise CLIError(f"--dataset: {dataset_id!r} is neither a recipe nor a local Minari dataset: {exc}"
                            ) from exc
-    if cls is None:
-        return _train_madiff(ds, steps, seed, out, device, precision, overrides, episodes, progress)
+    if info.kind == "multiagent":
+        return _train_multiagent(cls, ds, steps, seed, out, device, precision, overrides, episodes, progress)
     env = _env_for(ds, env_id)
     if precision:
         overrides["precision"] = precision
@@ -145,14 +146,14 @@ def _train(algo: str, dataset_id: str, env_id: str | None, steps: int, seed: int
             "normalized_mean": None if res.normalized is None else float(res.normalized.mean())}
 
 
-def _train_madiff(ds: Any, steps: int, seed: int, out: str | None, device: str, precision: str | None,
-                  overrides: dict[str, Any], episodes: int, progress: bool) -> dict[str, Any]:
-    """``train madiff``: MADiff on a multi-agent dataset, evaluated on the PettingZoo env its metadata names."""
+def _train_multiagent(cls: Any, ds: Any, steps: int, seed: int, out: str | None, device: str,
+                      precision: str | None, overrides: dict[str, Any], episodes: int, progress: bool
+                      ) -> dict[str, Any]:
+    """``train`` of a multi-agent agent on a multi-agent dataset (its ``cpu_preset`` under the overrides),
+    resumable from ``OUT.checkpoints``, evaluated on the PettingZoo env the dataset's metadata names."""
     import numpy as np
     from rich.console import Console
 
-    from diffagents import MADiff
-    from diffagents.agents.madiff import CPU_HYPERPARAMETERS
     from diffagents.wrappers.pettingzoo import env_fn_from_dataset, evaluate
 
     try:
@@ -162,21 +163,22 @@ def _train_madiff(ds: Any, steps: int, seed: int, out: str | None, device: str, 
     if precision:
         overrides["precision"] = precision
     try:
-        agent = MADiff(env_fn, ds, seed=seed, device=device, **{**CPU_HYPERPARAMETERS, **overrides})
+        agent = cls(env_fn, ds, seed=seed, device=device, **{**getattr(cls, "cpu_preset", {}), **overrides})
     except (TypeError, ValueError) as exc:
-        raise CLIError(f"madiff: {exc}") from exc
+        raise CLIError(f"{cls.agent_name}: {exc}") from exc
     t0 = time.perf_counter()
-    agent.learn(steps, progress_bar=progress, log_interval=0)
+    agent.learn(steps, progress_bar=progress, log_interval=0, checkpoint_dir=f"{out}.checkpoints" if out else None,
+                checkpoint_every=max(1, min(1000, steps // 10 or 1)))
     train_s = time.perf_counter() - t0
     if out:
         agent.save(out)
         Console().print(f"saved {out}")
     res = evaluate(agent, env_fn, n_episodes=episodes, seed=seed + 1000, reference_scores=ds)
     norm = float(np.mean(res["normalized"])) if "normalized" in res else None
-    Console().print(f"[bold]MADiff[/bold] on {ds.spec.dataset_id}: {steps} gradient steps in {train_s:.0f} s (seed "
+    Console().print(f"[bold]{cls.agent_name}[/bold] on {ds.spec.dataset_id}: {steps} gradient steps in {train_s:.0f} s (seed "
                     f"{seed}); team return {res['mean']:.1f} +- {res['std']:.1f}"
                     + (f", normalized {norm:.1f}" if norm is not None else "") + f" over {episodes} episodes")
-    return {"algo": "MADiff", "dataset": ds.spec.dataset_id, "steps": steps, "seed": seed, "train_seconds": train_s,
+    return {"algo": cls.agent_name, "dataset": ds.spec.dataset_id, "steps": steps, "seed": seed, "train_seconds": train_s,
             "return_mean": res["mean"], "return_std": res["std"], "normalized_mean": norm}
 
 
@@ -313,7 +315,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from diffagents import bench
-    from diffagents.agents import get_agent_class
+    from diffagents.core.registry import get_agent_class
 
     if args.bench_threads is not None:
         if args.bench_threads < 1:
@@ -336,7 +338,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CLIError(f"bench --env: cannot make {args.env!r}: {exc}") from exc
     console = Console()
     info = bench.run(names, env_id=args.env, device=args.device, steps=args.steps or (5 if args.quick else 50),
-                     repeats=args.repeats or (3 if args.quick else 15), dataset_steps=1000 if args.quick else 5000,
+                     repeats=args.repeats or (3 if args.quick else 15), dataset_steps=1000 if args.quick else 5000, quick=args.quick,
                      on_result=lambda r: console.print(f"{r.agent}: {_fmt(r.train_steps_per_s, 1)} steps/s, "
                                                        f"{r.latency_ms:.2f} ms", style="dim"))
     table = Table(title=f"diffagents bench: {args.env}, {args.device}, {info['threads']} thread(s)",
@@ -416,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="training speed and decision latency of the installed agents",
                        description="Gradient steps/s of each agent's full update and the median latency of "
                                    "predict(obs, deterministic=True) at batch 1, on a small random dataset built "
-                                   "in a temporary folder. Sizes: diffagents.bench.SIZES.")
+                                   "in a temporary folder. Sizes: each agent's bench_config() (tiny_config() with --quick).")
     b.add_argument("algos", nargs="*", metavar="ALGO", help="agent names (default: every registered agent)")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--quick", action="store_true", help="smaller dataset, fewer steps and repeats")

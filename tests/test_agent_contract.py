@@ -278,7 +278,7 @@ def test_deterministic_selection_is_argmax_q(dataset: Any) -> None:
     with torch.no_grad():
         obs_rep, cand = actor.sample_candidates(obs, agent.config.n_candidates, generator=agent.eval_generator())
         q = agent.nets["critic_target"].q_min(obs_rep, cand)
-        chosen, _ = agent._act(obs, None, None, deterministic=True)
+        chosen, _ = agent.act(obs, None, None, deterministic=True)
     torch.testing.assert_close(chosen[0], cand[q.argmax()])
 
 

@@ -51,7 +51,10 @@ def test_bench_reports_speed_in_a_table_and_json(tmp_path: Path) -> None:
     info = json.loads(out.read_text())
     assert info["threads"] == 1 and info["device"] == "cpu" and len(info["rows"]) == 1
     row = info["rows"][0]
-    assert row["agent"] == "DiffusionQL" and row["batch"] == 256
+    from diffagents import DiffusionQL
+
+    assert row["agent"] == "DiffusionQL" and row["batch"] == DiffusionQL.tiny_config()["batch_size"]  # --quick: tiny
+    assert info["sizes"] == "tiny_config"
     assert math.isfinite(row["train_steps_per_s"]) and row["train_steps_per_s"] > 0
     assert math.isfinite(row["latency_ms"]) and row["latency_ms"] > 0
     assert not (tmp_path / "minari").exists()  # the random dataset lives in a temporary folder

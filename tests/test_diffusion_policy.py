@@ -46,7 +46,7 @@ def test_training_windows_repeat_first_obs_and_align_actions(agent: DiffusionPol
     ep = next(iter(dataset.iterate_episodes()))
     flat = agent._sampler.flat
     start = int(agent._sampler.index[0])  # episode 0, current step 0
-    obs0 = torch.as_tensor(agent._norm_obs_np(ep.observations[:1].astype(np.float32)))[0]
+    obs0 = torch.as_tensor(agent.normalize_obs(ep.observations[:1].astype(np.float32)))[0]
     torch.testing.assert_close(flat["obs"][start], obs0)  # history padded with the first observation
     torch.testing.assert_close(flat["obs"][start + 1], obs0)
     # the executed part of the chunk (index To - 1 = 1) starts with the action taken at the current step

@@ -95,7 +95,7 @@ def test_api_parity_predict_save_load(teacher: IDQL, dataset: Any, tmp_path: Pat
     before, _ = student.predict(obs, deterministic=True)
     np.testing.assert_array_equal(before, student.predict(obs, deterministic=True)[0])
     # deterministic selection = argmax of the copied critic over the one-step candidates
-    t_obs, _ = student._prepare_obs(obs)
+    t_obs, _ = student.prepare_obs(obs)
     with torch.no_grad():
         rep = t_obs.repeat_interleave(4, 0)  # (20, 3), the teacher's n_candidates = 4
         cand = student.student.sample(rep, generator=student.eval_generator()).view(5, 4, 1)

@@ -80,7 +80,7 @@ def _obs() -> dict[str, np.ndarray]:
 
 def test_support_selection_keeps_the_candidate_with_the_least_unvisited_path(maze: Any) -> None:
     agent, _ = maze
-    obs_t = agent._prepare_obs(_obs())[0]
+    obs_t = agent.prepare_obs(_obs())[0]
     best = agent._plan(obs_t, deterministic=True)
     agent.config.n_samples = 1  # the same candidates, unranked (same generator, same draws)
     try:
@@ -112,7 +112,7 @@ def test_grid_is_saved_with_the_agent_and_acting_without_it_is_a_clear_error(maz
 
 
 def test_a_checkpoint_with_a_malformed_grid_is_refused(maze: Any, tmp_path: Path) -> None:
-    from diffagents.agents.checkpointing import agent_checkpoint
+    from diffagents.core.checkpoint import agent_checkpoint
     from diffagents.persistence import save_checkpoint
 
     agent, ds = maze

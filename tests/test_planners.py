@@ -24,7 +24,7 @@ def test_diffuser_plan_starts_exactly_at_the_current_state(dataset: Any) -> None
     agent = Diffuser(env=gym.make("Pendulum-v1"), dataset=dataset, seed=0, n_samples=3, **SMALL).learn(5)
     obs = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     _, cache = agent.predict(obs, deterministic=True)
-    norm_obs = agent._prepare_obs(obs)[0]
+    norm_obs = agent.prepare_obs(obs)[0]
     assert torch.equal(cache.plans[:, 0, agent.act_dim:], norm_obs)
 
 
@@ -35,7 +35,7 @@ def test_decision_diffuser_inpaints_history_exactly(dataset: Any) -> None:
     _, state = agent.predict(obs, episode_start=np.array([True, True]))
     obs2 = obs + 0.5
     _, state = agent.predict(obs2, state=state, episode_start=np.array([False, False]))
-    hist = torch.stack([agent._prepare_obs(o)[0] for o in (obs, obs, obs2)], dim=1)  # (B, K+1, O)
+    hist = torch.stack([agent.prepare_obs(o)[0] for o in (obs, obs, obs2)], dim=1)  # (B, K+1, O)
     torch.testing.assert_close(state.plans[:, :3], hist, rtol=0, atol=0)
 
 
@@ -74,7 +74,7 @@ def test_value_guidance_raises_the_value_of_the_chosen_plan(dataset: Any) -> Non
 def test_ranking_picks_the_highest_value_candidate(dataset: Any) -> None:
     agent = Diffuser(env=gym.make("Pendulum-v1"), dataset=dataset, seed=0, n_samples=6, guide_scale=0.0,
                      **SMALL).learn(10)
-    obs_t = agent._prepare_obs(np.zeros(3, dtype=np.float32))[0]
+    obs_t = agent.prepare_obs(np.zeros(3, dtype=np.float32))[0]
     torch.manual_seed(0)
     best = agent._plan(obs_t, deterministic=True)
     # the same candidates, unranked
@@ -156,7 +156,7 @@ def test_maze_track_plans_once_and_holds_the_last_planned_state(maze_agent: Diff
         action, state = agent.predict(obs, state=state, episode_start=start, deterministic=True)
         start = np.array([False])
     assert agent.plans_made - made == 1
-    norm_obs = agent._prepare_obs(obs)[0]
+    norm_obs = agent.prepare_obs(obs)[0]
     full = norm_obs.clone()
     full[:, : agent.state_dim] = state.plans[:, -1, agent.act_dim:]
     last = agent.normalizers["obs"].unnormalize(full)[0]
@@ -171,18 +171,18 @@ def test_maze_follow_skips_a_detour_and_chases_the_next_point_beyond_the_radius(
     path = np.array([[0.5, 0.5], [0.5, -0.5], [0.5, -1.0], [0.6, 0.5], [0.6, 0.8], [0.6, 1.2], [0.3, 1.2],
                      [0.0, 1.2]])  # a detour (1, 2) that comes back within 0.5 of the agent (3, 4)
     plans = _maze_plan(agent, obs, path)
-    act, progress = agent._follow(agent._prepare_obs(obs)[0], plans, torch.zeros(1, dtype=torch.long))
+    act, progress = agent._follow(agent.prepare_obs(obs)[0], plans, torch.zeros(1, dtype=torch.long))
     assert progress.tolist() == [4]  # (0.6, 0.8) is 0.32 away: the last point within the radius
     kp, kd = agent.config.follow_gains
     expected = np.clip(kp * (path[5] - [0.5, 0.5]) - kd * np.array([0.2, -0.1]), -1, 1)  # first later point > 0.5
     np.testing.assert_allclose(act[0].numpy(), expected, atol=1e-4)
     # progress never moves back, and once no later point is farther than the radius the target is the last one
     far = _maze_obs((0.1, 1.1), (0.0, 0.0))
-    act, progress = agent._follow(agent._prepare_obs(far)[0], plans, torch.tensor([4]))
+    act, progress = agent._follow(agent.prepare_obs(far)[0], plans, torch.tensor([4]))
     assert progress.tolist() == [7]
     np.testing.assert_allclose(act[0].numpy(), np.clip(kp * (path[-1] - [0.1, 1.1]), -1, 1), atol=1e-4)
     behind = _maze_obs((0.5, 0.5), (0.0, 0.0))
-    _, progress = agent._follow(agent._prepare_obs(behind)[0], plans, torch.tensor([6]))
+    _, progress = agent._follow(agent.prepare_obs(behind)[0], plans, torch.tensor([6]))
     assert progress.tolist() == [6]
 
 

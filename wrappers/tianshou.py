@@ -2,7 +2,7 @@
 
 The Tianshou objects share the agent's modules, optimizers, EMA and normalizers, so training through Tianshou's
 ``OfflineTrainer`` and through ``agent.learn()`` update the same weights, and ``agent.save()`` / ``Agent.load()``
-work before or after either (integration.md Sec. 2 for the 2.0 API).
+work before or after either (docs/integration.md Sec. 2 for the 2.0 API).
 
 * :func:`as_policy` runs in ``Collector`` evaluation with Dummy / Subproc vector envs; plan and action-chunk caches
   travel in Tianshou's ``state`` as a ``Batch`` (rows the Collector zeroes for finished envs restart the plan);
@@ -11,8 +11,12 @@ work before or after either (integration.md Sec. 2 for the 2.0 API).
   planner agents get horizon-H windows gathered with ``buffer.next`` (padding masked after episode ends) and
   returns-to-go precomputed by ``process_buffer``; action-chunk agents get edge-padded observation-history /
   action-chunk windows gathered with ``buffer.prev`` / ``buffer.next``.
-* Online CPQL (``CPQL(env=...)``, an SB3 ``OffPolicyAlgorithm``) becomes a Tianshou ``OffPolicyAlgorithm`` for
-  ``OffPolicyTrainer``: Tianshou's Collector gathers the data, the update is CPQL's own ``cpql_train_step``.
+* Online agents (``agent_kind == "online"``, e.g. ``CPQL(env=...)``, an SB3 ``OffPolicyAlgorithm``) become a
+  Tianshou ``OffPolicyAlgorithm`` for ``OffPolicyTrainer``: Tianshou's Collector gathers the data, the update is
+  the agent's own ``train_step``.
+
+Only the learner contract is used (:mod:`diffagents.core.contract`: ``batch_spec``, ``prepare_obs``,
+``normalize_obs``, ``act``, ``train_step``, ``set_training_mode``); nothing dispatches on a class name.
 * :func:`from_minari` builds a ``ReplayBuffer`` from a Minari dataset (flattened observations, env-space actions;
   ``process_buffer`` maps them into the policy's [-1, 1] space).
 """
@@ -29,6 +33,7 @@ from tianshou.algorithm.algorithm_base import OfflineAlgorithm, OffPolicyAlgorit
 from tianshou.data import Batch, ReplayBuffer
 
 from diffagents.agents.plan_cache import PlanCache
+from diffagents.core.contract import CHUNKS, TRANSITIONS, WINDOWS
 from diffagents.transfer import to_device
 
 
@@ -68,7 +73,7 @@ class DiffusionAgentPolicy(Policy):
 
     def forward(self, batch: Batch, state: Any = None, **kwargs: Any) -> Batch:
         agent = self.agent
-        obs_t, _ = agent._prepare_obs(self._obs(batch.obs))
+        obs_t, _ = agent.prepare_obs(self._obs(batch.obs))
         cache, starts = None, None
         if isinstance(state, Batch) and "age" in state.get_keys():
             age = np.asarray(state.age, dtype=np.int64).reshape(-1)
@@ -79,7 +84,7 @@ class DiffusionAgentPolicy(Policy):
                               extra=extra)
         deterministic = not self.is_within_training_step
         with torch.no_grad():
-            act, cache = agent._act(obs_t, cache, starts, deterministic)
+            act, cache = agent.act(obs_t, cache, starts, deterministic)
         new_state = None
         if isinstance(cache, PlanCache) and cache.plans is not None:
             new_state = Batch(plans=cache.plans, age=cache.age.copy(),
@@ -105,10 +110,14 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
     def __init__(self, agent: Any) -> None:
         super().__init__(policy=DiffusionAgentPolicy(agent))
         self.agent = agent
-        self.horizon: int | None = agent.config.horizon if agent.uses_windows else None
+        spec = agent.batch_spec  # the declared batch layout (diffagents.core.contract)
+        if spec not in (TRANSITIONS, WINDOWS, CHUNKS):
+            raise TypeError(f"agent: as_algorithm trains agents whose batch_spec is {TRANSITIONS!r}, {WINDOWS!r} or "
+                            f"{CHUNKS!r}; {agent.agent_name} declares {spec!r}")
+        self.horizon: int | None = agent.config.horizon if spec == WINDOWS else None
         # action-chunk agents (Diffusion Policy): windows of Tp steps starting To - 1 steps before the sample
         self.chunk: tuple[int, int] | None = None
-        if hasattr(agent.config, "obs_horizon") and hasattr(agent.config, "pred_horizon"):
+        if spec == CHUNKS:
             self.chunk = (agent.config.obs_horizon, agent.config.pred_horizon)
 
     # -- data ----------------------------------------------------------------------------------------------
@@ -117,7 +126,7 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
         buffer.set_array_at_key(self.policy.map_action_inverse(buffer.act), "act")
         agent = self.agent
         if "obs" not in agent.normalizers:
-            agent.normalizers["obs"] = agent._fit_obs_normalizer(np.asarray(buffer.obs[: len(buffer)]))
+            agent.normalizers["obs"] = agent.fit_obs_normalizer(np.asarray(buffer.obs[: len(buffer)]))
         if self.horizon is not None:
             from diffagents.data import discounted_returns
 
@@ -145,7 +154,7 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
         rows = np.stack(idx, axis=1)  # (B, H)
         mask = np.stack(valid, axis=1)  # (B, H)
         agent = self.agent
-        obs = agent._norm_obs_np(np.asarray(buffer.obs[rows], dtype=np.float32))
+        obs = agent.normalize_obs(np.asarray(buffer.obs[rows], dtype=np.float32))
         obs[~mask] = 0.0
         act = np.asarray(buffer.act[rows], dtype=np.float32)
         act[~mask] = 0.0
@@ -165,7 +174,7 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
             after.append(buffer.next(after[-1]))
         rows = np.stack(before + after[1:], axis=1)  # (B, Tp)
         agent = self.agent
-        return {"obs": agent._norm_obs_np(np.asarray(buffer.obs[rows], dtype=np.float32)),
+        return {"obs": agent.normalize_obs(np.asarray(buffer.obs[rows], dtype=np.float32)),
                 "actions": np.asarray(buffer.act[rows], dtype=np.float32)}
 
     def _preprocess_batch(self, batch: Any, buffer: ReplayBuffer, indices: np.ndarray) -> Any:
@@ -174,18 +183,18 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
         if self.chunk is not None:
             return Batch(**self._chunks(buffer, indices))
         agent = self.agent
-        return Batch(obs=agent._norm_obs_np(np.asarray(batch.obs, dtype=np.float32)),
+        return Batch(obs=agent.normalize_obs(np.asarray(batch.obs, dtype=np.float32)),
                      action=np.asarray(batch.act, dtype=np.float32),
                      reward=np.asarray(batch.rew, dtype=np.float32),
-                     next_obs=agent._norm_obs_np(np.asarray(batch.obs_next, dtype=np.float32)),
+                     next_obs=agent.normalize_obs(np.asarray(batch.obs_next, dtype=np.float32)),
                      terminated=np.asarray(batch.terminated, dtype=np.float32))
 
     # -- update --------------------------------------------------------------------------------------------
     def _update_with_batch(self, batch: Any) -> DiffusionTrainingStats:
         agent = self.agent
         tensors = {k: to_device(np.asarray(v), agent.device) for k, v in batch.items()}
-        agent.policy.set_training_mode(True)
-        stats = agent._train_step(tensors)
+        agent.set_training_mode(True)
+        stats = agent.train_step(tensors)
         agent.num_timesteps += 1
         agent._n_updates += 1
         from diffagents.training import check_finite
@@ -193,8 +202,8 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
         return DiffusionTrainingStats.of(check_finite(stats, agent.num_timesteps))
 
 
-class OnlineCPQLPolicy(Policy):
-    """Tianshou ``Policy`` of online CPQL: one-step consistency candidates picked by the target critic;
+class OnlineAgentPolicy(Policy):
+    """Tianshou ``Policy`` of an online agent (``agent_kind == "online"``): its ``act`` on raw observations,
     stochastic within a training step (exploration), deterministic in evaluation."""
 
     def __init__(self, agent: Any) -> None:
@@ -204,30 +213,24 @@ class OnlineCPQLPolicy(Policy):
         self.nets = agent.policy
 
     def forward(self, batch: Batch, state: Any = None, **kwargs: Any) -> Batch:
-        from diffagents.agents.cpql import cpql_select_action
-
-        agent, p = self.agent, self.agent.policy
-        obs = to_device(np.asarray(batch.obs), agent.device, torch.float32).flatten(1)
-        deterministic = not self.is_within_training_step
-        gen = torch.Generator(device=agent.device).manual_seed(agent.config.eval_seed) if deterministic else None
+        agent = self.agent
+        obs, _ = agent.prepare_obs(np.asarray(batch.obs))
         with torch.no_grad():
-            act = cpql_select_action(p.actor, p.critic_target, obs, agent.config.n_candidates, deterministic, gen,
-                                     owner=p)
+            act, _ = agent.act(obs, None, None, not self.is_within_training_step)
         return Batch(act=act.float().cpu().numpy(), state=state)
 
 
-class OnlineCPQLAlgorithm(OffPolicyAlgorithm[OnlineCPQLPolicy]):
-    """Tianshou ``OffPolicyAlgorithm`` running online CPQL's update on Tianshou buffer batches."""
+class OnlineAgentAlgorithm(OffPolicyAlgorithm[OnlineAgentPolicy]):
+    """Tianshou ``OffPolicyAlgorithm`` running an online agent's ``train_step`` on Tianshou buffer batches."""
 
     def __init__(self, agent: Any) -> None:
-        super().__init__(policy=OnlineCPQLPolicy(agent))
+        super().__init__(policy=OnlineAgentPolicy(agent))
         self.agent = agent
 
     def _update_with_batch(self, batch: Any) -> DiffusionTrainingStats:
-        from diffagents.agents.cpql import cpql_train_step
         from diffagents.training import check_finite
 
-        agent, p = self.agent, self.agent.policy
+        agent = self.agent
         dev = agent.device
 
         def t(x: Any) -> torch.Tensor:
@@ -236,31 +239,30 @@ class OnlineCPQLAlgorithm(OffPolicyAlgorithm[OnlineCPQLPolicy]):
         data = {"obs": t(batch.obs).flatten(1), "action": t(batch.act),  # raw policy actions, already in [-1, 1]
                 "reward": t(batch.rew).view(-1), "next_obs": t(batch.obs_next).flatten(1),
                 "terminated": t(batch.terminated).view(-1)}
-        p.set_training_mode(True)
-        stats = cpql_train_step(p.actor, p.ema, p.critic, p.critic_target, p.updaters, data, agent.config,
-                                online=True, step=agent._n_updates, progress=0.0)
+        agent.set_training_mode(True)
+        stats = agent.train_step(data)
         agent._n_updates += 1
         return DiffusionTrainingStats.of(check_finite(stats, agent._n_updates))
 
 
 def as_policy(agent: Any) -> Policy:
     """The agent as a Tianshou ``Policy`` (for ``Collector`` evaluation)."""
-    if type(agent).__name__ == "OnlineCPQL":
-        return OnlineCPQLPolicy(agent)
+    if agent.agent_kind == "online":
+        return OnlineAgentPolicy(agent)
     return DiffusionAgentPolicy(agent)
 
 
 def as_algorithm(agent: Any) -> Any:
     """The agent as a Tianshou algorithm sharing its modules: an ``OfflineAlgorithm`` (``OfflineTrainer``) for
     offline agents, an ``OffPolicyAlgorithm`` (``OffPolicyTrainer``) for online CPQL."""
-    if type(agent).__name__ == "OnlineCPQL":
-        return OnlineCPQLAlgorithm(agent)
+    if agent.agent_kind == "online":
+        return OnlineAgentAlgorithm(agent)
     return DiffusionOfflineAlgorithm(agent)
 
 
 def checkpoint_fn(agent: Any, folder: str | Path) -> Any:
     """A ``save_checkpoint_fn(epoch, env_step, gradient_step)`` for Tianshou trainer params that writes the
-    agent's safe checkpoint (needs a logger with ``save_interval``, integration.md gotcha 9)."""
+    agent's safe checkpoint (needs a logger with ``save_interval``, docs/integration.md gotcha 9)."""
     out = Path(folder)
 
     def save(epoch: int, env_step: int, gradient_step: int) -> str:

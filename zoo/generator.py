@@ -25,13 +25,6 @@ class Generator(SingleAgent):
     """How the registry builds, fits, saves, loads and evaluates SynthER entries (the env is the simulator that
     judges fidelity: the recipe's ``env`` id or the dataset's eval env, as for single agents)."""
 
-    resumable = False  # its fit() keeps no training checkpoints
-
-    @staticmethod
-    def agent_class(entry: ZooEntry) -> Any:
-        from diffagents.agents.synther import SynthER
-
-        return SynthER
 
     @classmethod
     def build(cls, entry: ZooEntry, dataset: Any, env: Any, device: str) -> SynthER:
@@ -39,13 +32,13 @@ class Generator(SingleAgent):
 
     @staticmethod
     def learn(agent: SynthER, steps: int, progress_bar: bool, checkpoint_dir: Path | None = None) -> None:
-        """``fit`` for ``steps``; ``checkpoint_dir`` is always None here (``train`` refuses it: not resumable)."""
-        agent.fit(steps=steps, progress_bar=progress_bar)
+        """``fit`` for ``steps``, resumable from ``checkpoint_dir`` like every kernel agent."""
+        agent.fit(steps=steps, progress_bar=progress_bar, checkpoint_dir=checkpoint_dir)
 
     @staticmethod
     def save(agent: SynthER, path: Path, weights_dtype: str | None) -> None:
         # config + EMA weights (they stand in for the denoiser they average) + normaliser statistics
-        agent.save(path, weights_dtype=weights_dtype, exclude=["training_weights"])
+        agent.save(path, weights_dtype=weights_dtype, exclude=["optimizers", "training_weights"])
 
     @classmethod
     def load(cls, entry: ZooEntry, env: Any, device: str, path: Path | None = None) -> SynthER:

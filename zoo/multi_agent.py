@@ -4,7 +4,7 @@ Same methods as :class:`diffagents.zoo.registry.SingleAgent`; the registry picks
 zero-argument factory of the Parallel env that the dataset's ``diffagents_eval_env`` metadata names (only
 ``mpe2`` / ``pettingzoo`` constructors, see :func:`diffagents.wrappers.pettingzoo.env_fn_from_dataset`); the model
 card stores that spec as its ``env``, so loading a trained entry needs no dataset. Recipe hyperparameters are
-applied on top of :data:`diffagents.agents.madiff_config.CPU_HYPERPARAMETERS`.
+applied on top of the agent class's ``cpu_preset`` (MADiff: :data:`diffagents.agents.madiff_config.CPU_HYPERPARAMETERS`).
 """
 
 from __future__ import annotations
@@ -24,24 +24,17 @@ class MultiAgent(SingleAgent):
     """How the registry builds, saves and evaluates MADiff entries (build / learn / save / load as for
     single agents, with the env factory as ``env``)."""
 
-    resumable = False  # its learn() keeps no training checkpoints
-
-    @staticmethod
-    def agent_class(entry: ZooEntry) -> Any:
-        from diffagents.agents.madiff import MADiff
-
-        return MADiff
 
     @staticmethod
     def hyperparameters(entry: ZooEntry) -> dict[str, Any]:
-        from diffagents.agents.madiff_config import CPU_HYPERPARAMETERS
+        from diffagents.core.registry import get_agent_class
 
-        return {**CPU_HYPERPARAMETERS, **entry.hyperparameters}
+        return {**getattr(get_agent_class(entry.algo), "cpu_preset", {}), **entry.hyperparameters}
 
     @staticmethod
     def learn(agent: Any, steps: int, progress_bar: bool, checkpoint_dir: Path | None = None) -> None:
-        """``MADiff.learn``; ``checkpoint_dir`` is always None here (``train`` refuses it: not resumable)."""
-        agent.learn(steps, progress_bar=progress_bar)
+        """``learn``, resumable from ``checkpoint_dir`` like every kernel agent."""
+        agent.learn(steps, progress_bar=progress_bar, checkpoint_dir=checkpoint_dir)
 
     @staticmethod
     def env(entry: ZooEntry, dataset: Any = None) -> Callable[[], Any]:

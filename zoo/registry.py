@@ -12,9 +12,13 @@ import yaml
 
 ROOT = Path(__file__).parent
 RECIPES, WEIGHTS, CARDS = ROOT / "recipes", ROOT / "weights", ROOT / "cards"
-MULTI_AGENT_ALGOS = frozenset({"madiff"})  # PettingZoo agents (diffagents.zoo.multi_agent); lower case
-GENERATOR_ALGOS = frozenset({"synther"})  # transition generators (diffagents.zoo.generator); lower case
-DISTILLED_ALGOS = frozenset({"distilledpolicy"})  # students of a zoo teacher (diffagents.zoo.distilled); lower case
+
+
+def _kind(algo: str) -> str:
+    """The registry kind of ``algo`` (:mod:`diffagents.core.registry`); the zoo's backend follows from it."""
+    from diffagents.core.registry import kind_of
+
+    return kind_of(algo)
 
 
 @dataclass(frozen=True)
@@ -48,17 +52,17 @@ class ZooEntry:
     @property
     def multi_agent(self) -> bool:
         """A PettingZoo Parallel agent (MADiff) rather than an SB3-style Gymnasium one."""
-        return self.algo.lower() in MULTI_AGENT_ALGOS
+        return _kind(self.algo) == "multiagent"
 
     @property
     def generator(self) -> bool:
         """A data generator (SynthER) rather than an agent: evaluated by dynamics fidelity, not returns."""
-        return self.algo.lower() in GENERATOR_ALGOS
+        return _kind(self.algo) == "generator"
 
     @property
     def distilled(self) -> bool:
         """A one-step student distilled from the zoo entry ``teacher``."""
-        return self.algo.lower() in DISTILLED_ALGOS
+        return _kind(self.algo) == "distilled"
 
 
 def _read_recipe(path: Path) -> ZooEntry:
@@ -71,9 +75,12 @@ def _read_recipe(path: Path) -> ZooEntry:
         raise ValueError(f"zoo recipe {path.name}: missing fields {missing}")
     from diffagents.persistence import storage_dtype
 
-    distilled = str(data["algo"]).lower() in DISTILLED_ALGOS
+    try:
+        distilled = _kind(str(data["algo"])) == "distilled"
+    except ValueError as exc:
+        raise ValueError(f"zoo recipe {path.name}: field 'algo': {exc}") from exc
     if distilled != ("teacher" in data):
-        raise ValueError(f"zoo recipe {path.name}: field 'teacher' is expected exactly for algo DistilledPolicy, "
+        raise ValueError(f"zoo recipe {path.name}: field 'teacher' is expected exactly for distilled algorithms, "
                          f"got algo {data['algo']!r} with teacher {data.get('teacher')!r}")
     return ZooEntry(id=path.stem, algo=str(data["algo"]), dataset=str(data["dataset"]), env=data.get("env"),
                     steps=int(data["steps"]), seed=int(data["seed"]),
@@ -136,7 +143,7 @@ class SingleAgent:
 
     @staticmethod
     def agent_class(entry: ZooEntry) -> Any:
-        from diffagents.agents import get_agent_class
+        from diffagents.core.registry import get_agent_class
 
         return get_agent_class(entry.algo)
 
@@ -388,7 +395,8 @@ def train(zoo_id: str, *, device: str = "auto", progress_bar: bool = False, out_
     entry = _entry(zoo_id)
     backend = _backend(entry)
     if checkpoint_dir is not None and not getattr(backend, "resumable", False):
-        raise ValueError(f"checkpoint_dir: zoo train resumes SB3-style agents only, not {entry.algo} ({zoo_id})")
+        raise ValueError(f"checkpoint_dir: {entry.algo} entries are not resumable ({zoo_id}): a distilled student "
+                         "is rebuilt from its zoo teacher on each call")
     ds = make_dataset(entry.dataset, size=entry.dataset_size)
     env = backend.env(entry, ds)
     hyper = backend.hyperparameters(entry)

@@ -1,55 +1,41 @@
-"""The offline agent base: an SB3 ``BaseAlgorithm`` whose ``learn()`` takes gradient steps on a Minari dataset.
+"""The offline front-end of the agent kernel: an SB3 ``BaseAlgorithm`` whose ``learn()`` takes gradient steps on a
+Minari dataset (docs/architecture.md).
 
-Conventions (integration.md Sec. 1.2): one timestep = one gradient step, so ``total_timesteps``, LR schedules,
+Conventions (docs/integration.md Sec. 1.2): one timestep = one gradient step, so ``total_timesteps``, LR schedules,
 ``EvalCallback(eval_freq=...)`` and ``CheckpointCallback(save_freq=...)`` all count gradient steps. The env is only
-used for spaces and by evaluation callbacks; it is never stepped. ``save``/``load`` and training checkpoints use
-:mod:`diffagents.persistence` (JSON + safetensors), never pickle; their logic is in
-:mod:`~diffagents.agents.checkpointing`, input validation and action scaling in :mod:`~diffagents.agents.agent_io`.
+used for spaces and by evaluation callbacks; it is never stepped. ``learn`` is the one training loop
+(:mod:`diffagents.core.loop`); ``save`` / ``load`` and training checkpoints are the one checkpoint format
+(:mod:`diffagents.core.checkpoint`, JSON + safetensors, never pickle); input validation and action scaling are in
+:mod:`~diffagents.agents.agent_io`.
 
-A concrete agent (one file per paper) provides a config dataclass and implements:
-
-* ``_build(obs_dim, act_dim) -> dict[str, nn.Module]`` (networks, all saved),
-* ``_make_updaters() -> dict[str, Updater]``,
-* ``_train_step(batch) -> dict[str, Tensor]`` (one gradient step, statistics as device tensors),
-* ``_act(obs, state, episode_start, deterministic) -> (actions in [-1, 1], state)``.
+A concrete agent (one file per paper) provides a config dataclass and the learner contract
+(:mod:`diffagents.core.contract`): ``build``, ``train_step``, ``act``, ``tiny_config`` and its capability flags,
+and registers itself with :func:`~diffagents.core.registry.register_agent`.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections import deque
 from collections.abc import Callable, Hashable
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import (
-    BaseCallback,
-    CallbackList,
-    ConvertCallback,
-    ProgressBarCallback,
-)
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.utils import configure_logger
 from torch import nn
 
 from diffagents.agents import agent_io
-from diffagents.agents.checkpointing import (
-    agent_checkpoint,
-    load_agent,
-    resume_from,
-    write_training_checkpoint,
-)
-from diffagents.agents.config import AgentConfig
+from diffagents.core.checkpoint import load_agent, save_agent
+from diffagents.core.config import AgentConfig
+from diffagents.core.contract import TRANSITIONS
+from diffagents.core.loop import run_training, setup_learn
 from diffagents.cuda_graph import Out, maybe_graphed
-from diffagents.distributed import broadcast_modules, is_main_process, local_device, maybe_init, rank
-from diffagents.persistence import TRAINING_WEIGHTS, drop_ema_source, save_checkpoint
-from diffagents.spaces import spaces_equal
-from diffagents.training import EMA, Updater, autocast, check_finite, make_lr_schedule
+from diffagents.distributed import broadcast_modules, local_device, maybe_init
+from diffagents.spaces import space_from_dict, space_to_dict, spaces_equal
+from diffagents.training import EMA, Updater, autocast, make_lr_schedule
 from diffagents.transfer import to_device
 
 
@@ -63,14 +49,6 @@ class ModuleBundle(BasePolicy):
 
     def _predict(self, observation: Any, deterministic: bool = False) -> torch.Tensor:
         raise RuntimeError("call agent.predict(); the bundle only holds the networks")
-
-
-class GradientStepProgressBar(ProgressBarCallback):
-    """SB3's progress bar, advancing one tick per gradient step whatever the number of envs."""
-
-    def _on_step(self) -> bool:
-        self.pbar.update(1)
-        return True
 
 
 class OfflineAgent(BaseAlgorithm):
@@ -89,8 +67,15 @@ class OfflineAgent(BaseAlgorithm):
 
     config_class: ClassVar[type[AgentConfig]] = AgentConfig
     action_space: spaces.Box
-    uses_windows: ClassVar[bool] = False
-    """True for agents trained on trajectory windows (planners) rather than transitions."""
+    agent_name: ClassVar[str | None] = None  # set by @register_agent
+    agent_kind: ClassVar[str] = "offline"
+    batch_spec: ClassVar[str] = TRANSITIONS
+    """The batch layout ``train_step`` takes (:data:`diffagents.core.contract.BATCH_SPECS`)."""
+    online_capable: ClassVar[bool] = False
+    distillable: ClassVar[bool] = False
+    """A teacher for :func:`diffagents.distill` (a VP diffusion actor over [-1, 1] actions as its EMA model)."""
+    sampler_swappable: ClassVar[bool] = False
+    """``set_sampler`` replaces the act-time diffusion sampler."""
     ema_acts: ClassVar[bool] = True
     """True when the EMA copy is the acting network, so ``save(exclude=["training_weights"])`` may leave out the
     network it averages; False where the EMA is only a training target (consistency models: CPQL, distillation)."""
@@ -104,14 +89,7 @@ class OfflineAgent(BaseAlgorithm):
                  seed: int | None = None, verbose: int = 0, tensorboard_log: str | None = None,
                  _init_setup_model: bool = True, _spaces: tuple[Any, Any] | None = None,
                  **hyperparameters: Any) -> None:
-        import dataclasses
-
-        fields = {f.name for f in dataclasses.fields(self.config_class)}
-        unknown = sorted(set(hyperparameters) - fields)
-        if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown hyperparameters {unknown}; expected some of "
-                             f"{sorted(fields)}")
-        self.config = self.config_class(**hyperparameters)
+        self.config = self.config_class.from_kwargs(type(self).__name__, hyperparameters)
         from diffagents.data import ObsFlattener, load_dataset
 
         self.dataset = load_dataset(dataset) if dataset is not None else None
@@ -176,7 +154,7 @@ class OfflineAgent(BaseAlgorithm):
 
         arrays = self._dataset_arrays()
         if "obs" not in self.normalizers:
-            self.normalizers["obs"] = self._fit_obs_normalizer(arrays["obs"])
+            self.normalizers["obs"] = self.fit_obs_normalizer(arrays["obs"])
         self._sampler = TensorSampler(self._preprocess_arrays(arrays), device=self.device)
 
     def _dataset_arrays(self) -> dict[str, np.ndarray]:
@@ -190,7 +168,7 @@ class OfflineAgent(BaseAlgorithm):
             "next_obs": tr.next_observations, "terminated": tr.terminations.astype(np.float32),
         }
 
-    def _fit_obs_normalizer(self, obs: np.ndarray) -> Any:
+    def fit_obs_normalizer(self, obs: np.ndarray) -> Any:
         from diffagents.data import make_normalizer
 
         kind = self.config.obs_normalization
@@ -201,12 +179,12 @@ class OfflineAgent(BaseAlgorithm):
         out = dict(arrays)
         for key in ("obs", "next_obs"):
             if key in out:
-                out[key] = self._norm_obs_np(out[key])
+                out[key] = self.normalize_obs(out[key])
         if "action" in out:
             out["action"] = self.scale_action(out["action"])
         return out
 
-    def _norm_obs_np(self, obs: np.ndarray) -> np.ndarray:
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         norm = self.normalizers.get("obs")
         return np.asarray(norm.normalize(obs) if norm is not None else obs, dtype=np.float32)
 
@@ -223,7 +201,7 @@ class OfflineAgent(BaseAlgorithm):
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        modules = self._build(self.obs_dim, self.act_dim)
+        modules = self.build(self.obs_dim, self.act_dim)
         self.policy = ModuleBundle(self.observation_space, self.action_space, modules).to(self.device)
         if self.ema is not None:  # the acting copy lives outside the bundle
             self.ema.model.to(self.device)
@@ -237,7 +215,7 @@ class OfflineAgent(BaseAlgorithm):
         if self.dataset is not None:
             self._attach_data()
 
-    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+    def build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
         raise NotImplementedError
 
     def _make_updaters(self) -> dict[str, Updater]:
@@ -245,10 +223,10 @@ class OfflineAgent(BaseAlgorithm):
         return {name: Updater(m.parameters(), self.config.learning_rate, name=name) for name, m in self.nets.items()
                 if any(p.requires_grad for p in m.parameters())}
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+    def act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError
 
@@ -256,37 +234,26 @@ class OfflineAgent(BaseAlgorithm):
     def nets(self) -> nn.ModuleDict:
         return self.policy.nets
 
-    # ------------------------------------------------------------------ learn
+    # ------------------------------------------------------------------ learn (core/loop.py)
     def _setup_learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True,
                      tb_log_name: str = "run", progress_bar: bool = False) -> tuple[int, BaseCallback]:
         """SB3's set-up without resetting the env (offline training never steps it)."""
-        self.start_time = time.time_ns()
-        if self.ep_info_buffer is None or reset_num_timesteps:
-            self.ep_info_buffer = deque(maxlen=self._stats_window_size)
-            self.ep_success_buffer = deque(maxlen=self._stats_window_size)
-        if reset_num_timesteps:
-            self.num_timesteps = 0
-            self._episode_num = 0
-        else:
-            total_timesteps += self.num_timesteps
-        self._total_timesteps = total_timesteps
-        self._num_timesteps_at_start = self.num_timesteps
-        if not self._custom_logger:
-            self._logger = configure_logger(self.verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps)
-        if isinstance(callback, list):
-            callback = CallbackList(callback)
-        if not isinstance(callback, BaseCallback):
-            callback = ConvertCallback(callback)
-        if progress_bar:
-            callback = CallbackList([callback, GradientStepProgressBar()])
-        callback.init_callback(self)
-        return total_timesteps, callback
+        return setup_learn(self, total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+
+    def sample_batch(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One minibatch of the agent's ``batch_spec`` from the attached data, on the device."""
+        return self._sampler.sample(self.config.batch_size, generator=generator)  # type: ignore[no-any-return]
+
+    def set_training_mode(self, mode: bool) -> None:
+        """``train()`` / ``eval()`` on every network."""
+        self.policy.set_training_mode(mode)
 
     def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1000,  # type: ignore[override]
               tb_log_name: str | None = None, reset_num_timesteps: bool = True,
               progress_bar: bool = False, checkpoint_dir: str | os.PathLike[str] | None = None,
               checkpoint_every: int = 1000, keep_checkpoints: int = 2) -> OfflineAgent:
-        """Take ``total_timesteps`` gradient steps on the dataset (SB3 callbacks run after every step).
+        """Take ``total_timesteps`` gradient steps on the dataset (SB3 callbacks run after every step); the one
+        training loop, :func:`diffagents.core.loop.run_training`.
 
         Args:
             checkpoint_dir: if set, a full training checkpoint (weights, EMA, optimizers, normalizers, RNG states,
@@ -298,85 +265,26 @@ class OfflineAgent(BaseAlgorithm):
         if self._sampler is None:
             raise RuntimeError(f"{type(self).__name__}.learn: no dataset attached; pass dataset= or call "
                                "set_dataset() first")
-        if total_timesteps < 0:
-            raise ValueError(f"total_timesteps: expected >= 0, got {total_timesteps}")
-        if checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every: expected >= 1, got {checkpoint_every}")
-        ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        resumed = ckpt_dir is not None and resume_from(self, ckpt_dir)
-        if resumed:
-            reset_num_timesteps = False
-            start = self.num_timesteps
-            total_timesteps, cb = self._setup_learn(total_timesteps - start, callback, False,
-                                                    tb_log_name or type(self).__name__, progress_bar)
-        else:
-            total_timesteps, cb = self._setup_learn(total_timesteps, callback, reset_num_timesteps,
-                                                    tb_log_name or type(self).__name__, progress_bar)
-        main = is_main_process()
-        if not main:  # only rank 0 logs, evaluates and checkpoints
-            ckpt_dir, log_interval = None, 0
-            cb = ConvertCallback(None)
-            cb.init_callback(self)
-        batch_gen = None
-        if self._distributed:  # each rank draws its own minibatches
-            batch_gen = torch.Generator(device=self.device).manual_seed(
-                (self.seed or 0) * 1000 + rank() + 7919 * self.num_timesteps)
-        cb.on_training_start(locals(), globals())
-        self.policy.set_training_mode(True)
-        stats: dict[str, torch.Tensor] = {}
-        t0 = time.perf_counter()
-        wall_before = self.train_wall_s
-        while self.num_timesteps < total_timesteps:
-            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            self._update_learning_rate([u.optimizer for u in self.updaters.values()])
-            batch = self._sampler.sample(self.config.batch_size, generator=batch_gen)
-            with autocast(self.device, self.config.precision):
-                stats = self._train_step(batch)
-            self.num_timesteps += 1
-            self._n_updates += 1
-            if log_interval and self.num_timesteps % log_interval == 0:
-                self._log(stats, t0)
-            if ckpt_dir is not None and self.num_timesteps % checkpoint_every == 0:
-                self.train_wall_s = wall_before + time.perf_counter() - t0
-                write_training_checkpoint(self, ckpt_dir, keep_checkpoints)
-            cb.update_locals(locals())
-            if not cb.on_step():
-                break
-            self.policy.set_training_mode(True)  # evaluation callbacks switch to eval mode
-        if stats and not (log_interval and self.num_timesteps % log_interval == 0):
-            check_finite(stats, self.num_timesteps)
-        self.train_wall_s = wall_before + time.perf_counter() - t0
-        if ckpt_dir is not None and self.num_timesteps % checkpoint_every:
-            write_training_checkpoint(self, ckpt_dir, keep_checkpoints)
-        cb.on_training_end()
-        self.policy.set_training_mode(False)
-        return self
-
-    def _log(self, stats: dict[str, torch.Tensor], t0: float) -> None:
-        values = check_finite(stats, self.num_timesteps)
-        for key, value in values.items():
-            self.logger.record(f"train/{key}", value)
-        steps = self.num_timesteps - self._num_timesteps_at_start
-        self.logger.record("train/n_updates", self._n_updates)
-        self.logger.record("time/grad_steps_per_s", steps / max(time.perf_counter() - t0, 1e-9))
-        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
-        self.logger.dump(step=self.num_timesteps)
+        return run_training(self, total_timesteps, callback, log_interval=log_interval,  # type: ignore[no-any-return]
+                            tb_log_name=tb_log_name, reset_num_timesteps=reset_num_timesteps,
+                            progress_bar=progress_bar, checkpoint_dir=checkpoint_dir,
+                            checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints)
 
     # ------------------------------------------------------------------ predict
-    def _prepare_obs(self, observation: Any) -> tuple[torch.Tensor, bool]:
+    def prepare_obs(self, observation: Any) -> tuple[torch.Tensor, bool]:
         """Validated, flattened and normalised observations ``(E, obs_dim)`` on the device, and whether the input
         was a VecEnv batch (see :func:`~diffagents.agents.agent_io.flat_observations`)."""
         flat, vectorized = agent_io.flat_observations(self.flattener, observation, self.obs_dim,
                                                       self.observation_space)
-        return to_device(self._norm_obs_np(flat), self.device), vectorized  # pinned, non-blocking on CUDA
+        return to_device(self.normalize_obs(flat), self.device), vectorized  # pinned, non-blocking on CUDA
 
     def predict(self, observation: Any, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = False) -> tuple[np.ndarray, Any]:
         """SB3 ``predict``: single or batched (VecEnv) observations -> env-space actions and the next state."""
-        obs, vectorized = self._prepare_obs(observation)
+        obs, vectorized = self.prepare_obs(observation)
         self.policy.set_training_mode(False)
         with torch.no_grad(), autocast(self.device, self.config.precision):
-            actions, state = self._act(obs, state, episode_start, deterministic)
+            actions, state = self.act(obs, state, episode_start, deterministic)
         act = self.unscale_action(actions.float().cpu().numpy()).reshape((-1, *tuple(self.action_space.shape)))
         return (act if vectorized else act[0]), state
 
@@ -398,10 +306,8 @@ class OfflineAgent(BaseAlgorithm):
             TypeError: the agent has no diffusion sampler (consistency and distilled actors take
                 ``sampler_steps`` in their config instead).
         """
-        from diffagents.roles.consistency_policy import ConsistencyActionPolicy, DistilledConsistencyPolicy
-
         model = self.ema.model if self.ema is not None else None
-        if model is None or isinstance(model, (ConsistencyActionPolicy, DistilledConsistencyPolicy)) or not hasattr(model, "set_sampler"):
+        if not self.sampler_swappable or model is None:
             raise TypeError(f"set_sampler: {type(self).__name__} has no diffusion sampler to replace "
                             "(a consistency actor's step count is config.sampler_steps)")
         model.set_sampler(sampler, num_inference_steps, **kwargs)  # type: ignore[operator]
@@ -410,20 +316,49 @@ class OfflineAgent(BaseAlgorithm):
         """A generator seeded with ``config.eval_seed`` (plus ``offset``) for deterministic action sampling."""
         return torch.Generator(device=self.device).manual_seed(self.config.eval_seed + offset)
 
-    # ------------------------------------------------------------------ persistence (see checkpointing.py)
-    def _extra_state(self) -> dict[str, Any]:
+    # ------------------------------------------------------------------ persistence (core/checkpoint.py)
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        """Hyperparameters that make a behaviour check run in seconds on one CPU thread (contract tests, ``bench
+        --quick``); every registered agent defines its own."""
+        raise NotImplementedError(f"{cls.__name__}.tiny_config")
+
+    @classmethod
+    def bench_config(cls) -> dict[str, Any]:
+        """Hyperparameters ``diffagents bench`` times the agent at (default: the paper's, i.e. the config's)."""
+        return {}
+
+    def checkpoint_spaces(self) -> dict[str, Any]:
+        """What a checkpoint records to rebuild the networks: the spaces and the observation flattener."""
+        return {"observation_space": space_to_dict(self.observation_space),
+                "action_space": space_to_dict(self.action_space), "flattener": self.flattener.to_dict()}
+
+    def restore_spaces(self, meta: dict[str, Any]) -> None:
+        """Restore from a checkpoint's metadata what :meth:`checkpoint_spaces` saved beyond the spaces."""
+        from diffagents.data import ObsFlattener
+
+        self.flattener = ObsFlattener.from_dict(meta["flattener"])
+
+    @classmethod
+    def from_checkpoint_meta(cls, meta: dict[str, Any], config: AgentConfig, *, env: Any, device: Any
+                             ) -> OfflineAgent:
+        """An untrained agent with a checkpoint's spaces and config, bound to ``env`` (whose spaces must match)."""
+        spaces_ = (space_from_dict(meta["observation_space"]), space_from_dict(meta["action_space"]))
+        return cls(env=env, dataset=None, device=device, _spaces=spaces_, **config.to_dict())
+
+    def extra_state(self) -> dict[str, Any]:
         """JSON-able agent-specific state to save (override)."""
         return {}
 
-    def _load_extra_state(self, extra: dict[str, Any]) -> None:
-        """Restore what :meth:`_extra_state` saved (override)."""
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` saved (override)."""
 
-    def _extra_arrays(self) -> dict[str, np.ndarray]:
+    def extra_arrays(self) -> dict[str, np.ndarray]:
         """Agent-specific arrays to save beside the weights (override; stored exactly, never pickled)."""
         return {}
 
-    def _load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`_extra_arrays` saved (override; raise ValueError naming a malformed array)."""
+    def load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`extra_arrays` saved (override; raise ValueError naming a malformed array)."""
 
     @property
     def acting_needs_data(self) -> bool:
@@ -444,12 +379,7 @@ class OfflineAgent(BaseAlgorithm):
             weights_dtype: ``"float16"`` / ``"bfloat16"`` store the network weights at half size (the zoo's
                 setting); loading casts them back to float32. None stores them exactly.
         """
-        ckpt = agent_checkpoint(self)
-        if exclude and "optimizers" in exclude:
-            ckpt.optimizers = {}
-        if exclude and TRAINING_WEIGHTS in exclude and self.ema is not None and self.ema_acts:
-            drop_ema_source(ckpt, dict(self.nets.items()), self.ema.model)
-        save_checkpoint(path, ckpt, weights_dtype=weights_dtype)
+        save_agent(self, path, exclude, weights_dtype=weights_dtype)
 
     @classmethod
     def load(cls, path: Any, env: Any = None, device: torch.device | str = "auto",  # type: ignore[override]

@@ -28,11 +28,10 @@ keeps ``consistency``: against SAC the two terms measured the same within noise 
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -42,16 +41,19 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from torch import nn
 
-from diffagents import __version__
 from diffagents.agents.base import OfflineAgent
-from diffagents.agents.config import AgentConfig
+from diffagents.core.checkpoint import load_agent, save_agent
+from diffagents.core.config import AgentConfig
+from diffagents.core.contract import TRANSITIONS
+from diffagents.core.registry import register_agent
 from diffagents.cuda_graph import maybe_graphed
 from diffagents.nn import MLPDenoiser, TwinQ
-from diffagents.persistence import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
+from diffagents.persistence import CheckpointError, read_checkpoint
 from diffagents.roles import scored_candidates, select_candidates
 from diffagents.roles.consistency_policy import ConsistencyActionPolicy, ct_discretization
 from diffagents.spaces import space_from_dict, space_to_dict, spaces_equal
 from diffagents.training import EMA, Updater, check_finite, make_lr_schedule, soft_update
+from diffagents.transfer import to_device
 
 
 @dataclass(kw_only=True)
@@ -210,24 +212,22 @@ def cpql_select_action(actor: ConsistencyActionPolicy, critic_target: TwinQ, obs
     return select_candidates(scored[0], scored[1], n, deterministic=deterministic)
 
 
-def _make_config(owner: str, hyperparameters: dict[str, Any]) -> CPQLConfig:
-    fields = {f.name for f in dataclasses.fields(CPQLConfig)}
-    unknown = sorted(set(hyperparameters) - fields)
-    if unknown:
-        raise ValueError(f"{owner}: unknown hyperparameters {unknown}; expected some of {sorted(fields)}")
-    return CPQLConfig(**hyperparameters)
-
-
 # ---------------------------------------------------------------------------------------------- offline
+@register_agent
 class OfflineCPQL(OfflineAgent):
     """Offline CPQL trained from a Minari dataset (built by ``CPQL(env=..., dataset=...)``)."""
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        return dict(hidden=(32, 32), critic_hidden=(32, 32), batch_size=16, n_candidates=4, ema_start=2,
+                    ema_every=1, n_scales=8)
 
     config_class = CPQLConfig
     acting_fields = OfflineAgent.acting_fields | {"n_candidates"}  # sampler_steps also shapes the Q targets
     ema_acts = False  # the EMA is the consistency target; the trained actor acts
     config: CPQLConfig
 
-    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+    def build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
         actor, critic, critic_target, self.ema = build_cpql_modules(obs_dim, act_dim, self.config, online=False)
         return {"actor": actor, "critic": critic, "critic_target": critic_target}
 
@@ -238,13 +238,13 @@ class OfflineCPQL(OfflineAgent):
     def actor(self) -> ConsistencyActionPolicy:
         return self.nets["actor"]  # type: ignore[return-value]
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         assert self.ema is not None
         return cpql_train_step(self.actor, self.ema, self.nets["critic"], self.nets["critic_target"],  # type: ignore[arg-type]
                                self.updaters, batch, self.config, online=False, step=self.num_timesteps,
                                progress=1.0 - self._current_progress_remaining)
 
-    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+    def act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:
         gen = self.eval_generator() if deterministic else None
         return cpql_select_action(self.actor, self.nets["critic_target"], obs, self.config.n_candidates,  # type: ignore[arg-type]
@@ -275,6 +275,7 @@ class CPQLPolicy(BasePolicy):
                                   owner=self)
 
 
+@register_agent(kind="online")
 class OnlineCPQL(OffPolicyAlgorithm):
     """Online CPQL as an SB3 ``OffPolicyAlgorithm`` (built by ``CPQL(env=...)``); SB3 collects the data.
 
@@ -285,12 +286,26 @@ class OnlineCPQL(OffPolicyAlgorithm):
 
     policy_aliases = {"MlpPolicy": CPQLPolicy}  # noqa: RUF012
     policy: CPQLPolicy
+    config_class = CPQLConfig
+    agent_name: ClassVar[str | None] = None  # set by @register_agent
+    batch_spec: ClassVar[str] = TRANSITIONS
+    online_capable: ClassVar[bool] = True
+    distillable: ClassVar[bool] = False
+    sampler_swappable: ClassVar[bool] = False
+    ema_acts: ClassVar[bool] = False  # the EMA is the consistency target; the trained actor acts
+    acting_fields: ClassVar[frozenset[str]] = OfflineCPQL.acting_fields
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        return {**OfflineCPQL.tiny_config(), "learning_starts": 16}
 
     def __init__(self, env: Any = None, policy: Any = "MlpPolicy", *, device: torch.device | str = "auto",
                  seed: int | None = None, verbose: int = 0, tensorboard_log: str | None = None,
                  _init_setup_model: bool = True, _spaces: tuple[Any, Any] | None = None,
                  **hyperparameters: Any) -> None:
-        self.config = c = _make_config(type(self).__name__, hyperparameters)
+        self.config = c = CPQLConfig.from_kwargs(type(self).__name__, hyperparameters)
+        self.normalizers: dict[str, Any] = {}  # online CPQL acts on raw observations
+        self.train_wall_s = 0.0
         if env is None and _spaces is None:
             raise ValueError("env: online CPQL needs an env (pass dataset= as well for offline training)")
         super().__init__(policy, env, make_lr_schedule(c.learning_rate, c.lr_schedule), buffer_size=c.buffer_size,
@@ -313,10 +328,38 @@ class OnlineCPQL(OffPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+    # ------------------------------------------------------------------ the learner contract
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One critic and one actor update on a transitions batch (actions in [-1, 1])."""
         p = self.policy
-        p.set_training_mode(True)
-        self._update_learning_rate([u.optimizer for u in p.updaters.values()])
+        return cpql_train_step(p.actor, p.ema, p.critic, p.critic_target, p.updaters, batch, self.config,
+                               online=True, step=self._n_updates, progress=1.0 - self._current_progress_remaining)
+
+    def act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+            ) -> tuple[torch.Tensor, Any]:
+        """Actions in [-1, 1] for flat observations ``(E, obs_dim)`` on the device."""
+        p = self.policy
+        gen = torch.Generator(device=obs.device).manual_seed(self.config.eval_seed) if deterministic else None
+        return cpql_select_action(p.actor, p.critic_target, obs, self.config.n_candidates, deterministic, gen,
+                                  owner=p), state
+
+    def prepare_obs(self, observation: Any) -> tuple[torch.Tensor, bool]:
+        """Observations as a float ``(E, obs_dim)`` tensor on the device, and whether they came as a batch."""
+        obs = np.asarray(observation, dtype=np.float32)
+        shape = tuple(self.observation_space.shape or ())
+        vectorized = obs.ndim > len(shape)
+        return to_device(obs.reshape(-1, int(np.prod(shape))), self.device), vectorized
+
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        """Online CPQL acts on raw observations."""
+        return np.asarray(obs, dtype=np.float32)
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.policy.set_training_mode(mode)
+
+    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+        self.set_training_mode(True)
+        self._update_learning_rate([u.optimizer for u in self.updaters.values()])
         stats: dict[str, torch.Tensor] = {}
         assert self.replay_buffer is not None
         for _ in range(gradient_steps):
@@ -324,8 +367,7 @@ class OnlineCPQL(OffPolicyAlgorithm):
             batch = {"obs": data.observations.float().flatten(1), "action": data.actions.float(),
                      "reward": data.rewards.float().view(-1), "next_obs": data.next_observations.float().flatten(1),
                      "terminated": data.dones.float().view(-1)}  # SB3: dones exclude time-limit truncations
-            stats = cpql_train_step(p.actor, p.ema, p.critic, p.critic_target, p.updaters, batch, self.config,
-                                    online=True, step=self._n_updates, progress=1.0 - self._current_progress_remaining)
+            stats = self.train_step(batch)
             self._n_updates += 1
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for key, value in check_finite(stats, self._n_updates).items():  # type: ignore[arg-type]
@@ -338,50 +380,56 @@ class OnlineCPQL(OffPolicyAlgorithm):
                              tb_log_name=tb_log_name, reset_num_timesteps=reset_num_timesteps,
                              progress_bar=progress_bar)
 
-    # ------------------------------------------------------------------ pickle-free persistence
+    # ------------------------------------------------------------------ the kernel's checkpoint (core/checkpoint.py)
+    @property
+    def nets(self) -> dict[str, nn.Module]:
+        p = self.policy
+        return {"actor": p.actor, "critic": p.critic, "critic_target": p.critic_target}
+
+    @property
+    def ema(self) -> EMA:
+        return self.policy.ema
+
+    @property
+    def updaters(self) -> dict[str, Updater]:
+        return self.policy.updaters
+
+    def checkpoint_spaces(self) -> dict[str, Any]:
+        return {"observation_space": space_to_dict(self.observation_space),
+                "action_space": space_to_dict(self.action_space)}
+
+    def restore_spaces(self, meta: dict[str, Any]) -> None:
+        """Nothing beyond the spaces (observations are used as they come)."""
+
+    @classmethod
+    def from_checkpoint_meta(cls, meta: dict[str, Any], config: CPQLConfig, *, env: Any, device: Any) -> OnlineCPQL:
+        spaces_ = (space_from_dict(meta["observation_space"]), space_from_dict(meta["action_space"]))
+        return cls(env=env, device=device, _spaces=spaces_, **config.to_dict())
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        pass
+
+    def extra_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
     def save(self, path: Any, exclude: Any = None, include: Any = None, *,  # type: ignore[override]
              weights_dtype: str | None = None) -> None:
         """Atomically write a JSON + safetensors checkpoint (the replay buffer is not saved); ``exclude`` and
         ``weights_dtype`` as in :meth:`OfflineAgent.save`."""
-        p = self.policy
-        weights = {"actor": p.actor.state_dict(), "critic": p.critic.state_dict(),
-                   "critic_target": p.critic_target.state_dict(), "ema": p.ema.model.state_dict()}
-        meta = {"algo": type(self).__name__, "diffagents_version": __version__, "config": self.config.to_dict(),
-                "observation_space": space_to_dict(self.observation_space),
-                "action_space": space_to_dict(self.action_space), "num_timesteps": int(self.num_timesteps),
-                "n_updates": int(self._n_updates), "ema_num_updates": p.ema.num_updates}
-        optim = {} if exclude and "optimizers" in exclude else {k: u.state_dict() for k, u in p.updaters.items()}
-        save_checkpoint(path, Checkpoint(meta=meta, weights=weights, optimizers=optim), weights_dtype=weights_dtype)
+        save_agent(self, path, exclude, weights_dtype=weights_dtype)
 
     @classmethod
     def load(cls, path: Any, env: Any = None, device: torch.device | str = "auto",  # type: ignore[override]
              custom_objects: Any = None, print_system_info: bool = False, force_reset: bool = True,
              **kwargs: Any) -> OnlineCPQL:
         """Rebuild from a checkpoint written by :meth:`save`; never unpickles (raises :class:`CheckpointError`)."""
-        ckpt = read_checkpoint(path)
-        if ckpt.meta.get("algo") != cls.__name__:
-            raise CheckpointError(f"checkpoint {str(path)!r} holds a {ckpt.meta.get('algo')} agent, not a "
-                                  f"{cls.__name__}")
-        try:
-            spaces_ = (space_from_dict(ckpt.meta["observation_space"]), space_from_dict(ckpt.meta["action_space"]))
-            config = CPQLConfig.from_dict(ckpt.meta["config"])
-            agent = cls(env=env, device=device, _spaces=spaces_, **config.to_dict())
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint {str(path)!r} does not match the env or is invalid: {exc}") from exc
-        p = agent.policy
-        try:
-            for name in ("actor", "critic", "critic_target"):
-                getattr(p, name).load_state_dict(ckpt.weights[name])
-            p.ema.model.load_state_dict(ckpt.weights["ema"])
-            for name, upd in p.updaters.items():
-                if name in ckpt.optimizers:  # absent from an inference-only file
-                    upd.load_state_dict(ckpt.optimizers[name])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {str(path)!r} does not match this configuration: {exc}") from exc
-        p.ema.num_updates = int(ckpt.meta.get("ema_num_updates", 0))
-        agent.num_timesteps = int(ckpt.meta.get("num_timesteps", 0))
-        agent._n_updates = int(ckpt.meta.get("n_updates", 0))
-        return agent
+        return load_agent(cls, path, env=env, device=device)  # type: ignore[no-any-return]
 
     def load_replay_buffer(self, path: Any, truncate_last_traj: bool = True) -> None:
         raise NotImplementedError("load_replay_buffer: SB3 replay-buffer files are pickles, which diffagents "
@@ -394,6 +442,7 @@ class _CPQLMeta(type):
         return isinstance(obj, (OfflineCPQL, OnlineCPQL))
 
 
+@register_agent(kind="facade")
 class CPQL(metaclass=_CPQLMeta):
     """``CPQL(env=..., dataset=...)`` -> :class:`OfflineCPQL`; ``CPQL(env=...)`` -> :class:`OnlineCPQL`.
 
@@ -412,9 +461,9 @@ class CPQL(metaclass=_CPQLMeta):
              **kwargs: Any) -> Any:
         """Load an offline or online CPQL checkpoint (dispatching on its ``algo``); never unpickles."""
         algo = read_checkpoint(path, load_optimizers=False).meta.get("algo")
-        if algo == "OfflineCPQL":
+        if algo == OfflineCPQL.agent_name:
             return OfflineCPQL.load(path, env=env, device=device, dataset=dataset)
-        if algo == "OnlineCPQL":
+        if algo == OnlineCPQL.agent_name:
             if dataset is not None:
                 raise ValueError("dataset: an online CPQL checkpoint trains from its env, not from a dataset")
             return OnlineCPQL.load(path, env=env, device=device)

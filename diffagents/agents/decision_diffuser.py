@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from diffagents.agents.base import OfflineAgent
-from diffagents.agents.config import AgentConfig
+from diffagents.core.config import AgentConfig
 from diffagents.agents.plan_cache import PlanCache
 from diffagents.agents.window_data import attach_windows
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
@@ -27,6 +27,8 @@ from diffagents.guidance import ClassifierFreeGuidance
 from diffagents.nn import InverseDynamics, TemporalUNet
 from diffagents.roles import TrajectoryPlanner
 from diffagents.training import EMA
+from diffagents.core.contract import WINDOWS
+from diffagents.core.registry import register_agent
 
 
 @dataclass(kw_only=True)
@@ -74,16 +76,28 @@ class DecisionDiffuserConfig(AgentConfig):
         self._check_clip_is_bounded(self.clip_denoised)
 
 
+@register_agent
 class DecisionDiffuser(OfflineAgent):
     """Decision Diffuser as an SB3 ``BaseAlgorithm`` trained offline on state windows of a Minari dataset."""
 
     config_class = DecisionDiffuserConfig
+    batch_spec = WINDOWS
+    sampler_swappable = True
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        return dict(horizon=8, dim=8, dim_mults=(1, 2), n_diffusion_steps=5, batch_size=8, ema_start=2, history=1,
+                    returns_scale=100.0)
     acting_fields = OfflineAgent.acting_fields | {"guidance_weight", "target_return", "replan_every", "sampler",
                                                   "sampler_steps"}
-    uses_windows = True
     config: DecisionDiffuserConfig
 
-    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+    @classmethod
+    def bench_config(cls) -> dict[str, Any]:
+        """The CPU budget ``diffagents bench`` times (docs/compute-budget.md Sec. 6-7)."""
+        return dict(horizon=32, dim=32, dim_mults=(1, 2, 4), n_diffusion_steps=20, batch_size=32)
+
+    def build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
         c = self.config
         diffusion = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
                                       prediction_type="eps")
@@ -100,7 +114,7 @@ class DecisionDiffuser(OfflineAgent):
         attach_windows(self, c.horizon, discount=c.discount, termination_penalty=c.termination_penalty,
                        use_padding=True)
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.config
         planner: TrajectoryPlanner = self.nets["planner"]  # type: ignore[assignment]
         obs, mask = batch["observations"], batch["mask"]  # (B, H, O), (B, H)
@@ -125,7 +139,7 @@ class DecisionDiffuser(OfflineAgent):
         err = (pred - batch["actions"][:, :-1].reshape(-1, self.act_dim)).pow(2).mean(-1) * pair.reshape(-1)
         return err.sum() / pair.sum().clamp_min(1.0)
 
-    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+    def act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:
         c = self.config
         cache = state if isinstance(state, PlanCache) else PlanCache()

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from diffagents.agents.base import OfflineAgent
-from diffagents.agents.config import AgentConfig
+from diffagents.core.config import AgentConfig
 from diffagents.agents.plan_cache import PlanCache, shift_plans
 from diffagents.agents.plan_support import VisitedPositions
 from diffagents.agents.window_data import attach_windows
@@ -45,6 +45,8 @@ from diffagents.guidance import GradientGuide
 from diffagents.nn import TemporalUNet, TemporalValue
 from diffagents.roles import TrajectoryPlanner
 from diffagents.training import EMA
+from diffagents.core.contract import WINDOWS
+from diffagents.core.registry import register_agent
 
 
 @dataclass(kw_only=True)
@@ -114,22 +116,34 @@ class DiffuserConfig(AgentConfig):
                     "a (start, stop) pair or None", self.goal_obs_dims)
 
 
+@register_agent
 class Diffuser(OfflineAgent):
     """Diffuser as an SB3 ``BaseAlgorithm`` trained offline on trajectory windows of a Minari dataset."""
 
     config_class = DiffuserConfig
-    uses_windows = True
+    batch_spec = WINDOWS
+    sampler_swappable = True
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        return dict(horizon=8, dim=32, dim_mults=(1, 2), n_diffusion_steps=5, batch_size=8, n_samples=2, ema_start=2,
+                    replan_every=2)
     config: DiffuserConfig
     acting_fields = OfflineAgent.acting_fields | {
         "n_samples", "guide_scale", "n_guide_steps", "t_stopgrad", "scale_grad_by_std", "replan_every", "warm_start",
         "sampler", "sampler_steps", "execution", "track_gains", "follow_radius", "follow_gains", "follow_stall_steps",
         "plan_selection", "support_resolution"}
 
+    @classmethod
+    def bench_config(cls) -> dict[str, Any]:
+        """The CPU budget ``diffagents bench`` times (docs/compute-budget.md Sec. 6-7)."""
+        return dict(horizon=32, dim=32, dim_mults=(1, 2, 4), n_diffusion_steps=20, n_samples=64, batch_size=32)
+
     @property
     def state_dim(self) -> int:
         return self.config.state_dims or self.obs_dim
 
-    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+    def build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
         c = self.config
         d = act_dim + self.state_dim
         weights = torch.ones(c.horizon, d)
@@ -165,11 +179,11 @@ class Diffuser(OfflineAgent):
         return c.plan_selection == "support" and (self.plan_support is None or
                                                   self.plan_support.resolution != c.support_resolution)
 
-    def _extra_arrays(self) -> dict[str, np.ndarray]:
+    def extra_arrays(self) -> dict[str, np.ndarray]:
         support = self.plan_support
         return {} if support is None else {f"plan_support/{k}": v for k, v in support.arrays().items()}
 
-    def _load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+    def load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         prefix = "plan_support/"
         grid = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
         self.plan_support = VisitedPositions.from_arrays(grid, device=self.device) if grid else None
@@ -180,7 +194,7 @@ class Diffuser(OfflineAgent):
         return planner.condition(shape, obs[:, : self.state_dim], goal=last, goal_dims=slice(0, self.state_dim)
                                  if last is not None else None)
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         planner: TrajectoryPlanner = self.nets["planner"]  # type: ignore[assignment]
         obs = batch["observations"][..., : self.state_dim]  # (B, H, S)
         x0 = torch.cat([batch["actions"], obs], dim=-1)  # (B, H, A + S)
@@ -274,7 +288,7 @@ class Diffuser(OfflineAgent):
         best = scores.view(b, n).argmax(dim=1)  # (B,)
         return plans.view(b, n, c.horizon, -1)[torch.arange(b, device=obs.device), best]
 
-    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+    def act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:
         c = self.config
         cache = state if isinstance(state, PlanCache) else PlanCache()

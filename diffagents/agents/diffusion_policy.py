@@ -32,12 +32,14 @@ import torch
 from torch import nn
 
 from diffagents.agents.base import OfflineAgent
-from diffagents.agents.config import AgentConfig
+from diffagents.core.config import AgentConfig
 from diffagents.agents.plan_cache import PlanCache
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.nn import DiT1D, TemporalUNet
 from diffagents.roles.chunk_policy import ActionChunkPolicy
 from diffagents.training import EMA, Updater
+from diffagents.core.contract import CHUNKS
+from diffagents.core.registry import register_agent
 
 
 @dataclass(kw_only=True)
@@ -118,8 +120,8 @@ def attach_chunk_windows(agent: OfflineAgent, obs_horizon: int, pred_horizon: in
     table = read_episodes(agent.dataset, flattener=agent.flattener)
     row_ep, step, starts = chunk_window_rows(table.lengths, obs_horizon, pred_horizon)
     if "obs" not in agent.normalizers:
-        agent.normalizers["obs"] = agent._fit_obs_normalizer(table.observations)
-    obs = agent._norm_obs_np(table.observations[table.obs_offsets[row_ep] + step])
+        agent.normalizers["obs"] = agent.fit_obs_normalizer(table.observations)
+    obs = agent.normalize_obs(table.observations[table.obs_offsets[row_ep] + step])
     act = agent.scale_action(table.actions[table.step_offsets[row_ep] + step])
     agent._sampler = WindowSampler({"obs": obs, "actions": act}, starts, pred_horizon, device=agent.device)
 
@@ -171,7 +173,7 @@ def predict_chunk_with(agent: OfflineAgent, obs_history: Any, obs_horizon: int, 
     if k < obs_horizon:
         hist = np.concatenate([np.repeat(hist[:, :1], obs_horizon - k, axis=1), hist], axis=1)
     hist = hist[:, -obs_horizon:]
-    obs, _ = agent._prepare_obs(hist.reshape(b * obs_horizon, -1))
+    obs, _ = agent.prepare_obs(hist.reshape(b * obs_horizon, -1))
     agent.policy.set_training_mode(False)
     with torch.no_grad():
         chunks = sample(obs.view(b, -1))  # (B, Tp, A)
@@ -181,6 +183,7 @@ def predict_chunk_with(agent: OfflineAgent, obs_history: Any, obs_horizon: int, 
 
 
 # ---------------------------------------------------------------------------------------------- agent
+@register_agent
 class DiffusionPolicy(OfflineAgent):
     """Diffusion Policy as an SB3 ``BaseAlgorithm`` trained offline on action-chunk windows of a Minari dataset.
 
@@ -191,10 +194,23 @@ class DiffusionPolicy(OfflineAgent):
     """
 
     config_class = DiffusionPolicyConfig
+    batch_spec = CHUNKS
+    distillable = True
+    sampler_swappable = True
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        return dict(obs_horizon=2, pred_horizon=8, action_horizon=4, dim=8, dim_mults=(1, 2), n_diffusion_steps=10,
+                    sampler_steps=3, batch_size=8, lr_warmup_steps=2)
     acting_fields = OfflineAgent.acting_fields | {"action_horizon", "sampler", "sampler_steps"}
     config: DiffusionPolicyConfig
 
-    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+    @classmethod
+    def bench_config(cls) -> dict[str, Any]:
+        """The CPU budget ``diffagents bench`` times (docs/compute-budget.md Sec. 6-7)."""
+        return dict(dim=64, batch_size=64)
+
+    def build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
         c = self.config
         cond_dim = c.obs_horizon * obs_dim
         diffusion = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
@@ -231,7 +247,7 @@ class DiffusionPolicy(OfflineAgent):
                 for group in opt.param_groups:
                     group["lr"] *= factor
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         policy: ActionChunkPolicy = self.nets["policy"]  # type: ignore[assignment]
         cond = batch["obs"][:, : self.config.obs_horizon].flatten(1)  # (B, To * O)
         loss, stats = policy.loss(batch["actions"], cond)  # actions (B, Tp, A)
@@ -247,7 +263,7 @@ class DiffusionPolicy(OfflineAgent):
         return self._graphed("chunks", policy.sample, cond, generator=self.eval_generator() if deterministic else None,
                              key=(policy.sampler,))
 
-    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+    def act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:
         c = self.config
         return act_with_chunks(obs, state, episode_start, obs_horizon=c.obs_horizon, action_horizon=c.action_horizon,

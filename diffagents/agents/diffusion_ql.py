@@ -28,11 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffagents.agents.base import OfflineAgent
-from diffagents.agents.config import AgentConfig
+from diffagents.core.config import AgentConfig
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.nn import MLPDenoiser, TwinQ
 from diffagents.roles import DiffusionActionPolicy, scored_candidates, select_candidates
 from diffagents.training import EMA, Updater, soft_update
+from diffagents.core.registry import register_agent
 
 
 def normalized_q_loss(q: torch.Tensor, q_other: torch.Tensor) -> torch.Tensor:
@@ -80,6 +81,7 @@ class DiffusionQLConfig(AgentConfig):
         self._check(self.sampler in ("ddpm", "ddim", "dpm"), "sampler", "'ddpm', 'ddim' or 'dpm'", self.sampler)
 
 
+@register_agent
 class DiffusionQL(OfflineAgent):
     """Diffusion-QL as an SB3 ``BaseAlgorithm`` trained offline from a Minari dataset.
 
@@ -90,10 +92,16 @@ class DiffusionQL(OfflineAgent):
     """
 
     config_class = DiffusionQLConfig
+    distillable = True
+    sampler_swappable = True
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        return dict(hidden=(32, 32), critic_hidden=(32, 32), batch_size=16, n_candidates=4, ema_start=2)
     acting_fields = OfflineAgent.acting_fields | {"n_candidates"}  # its sampler also draws the Q-loss actions
     config: DiffusionQLConfig
 
-    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+    def build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
         c = self.config
         diffusion = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
                                       prediction_type="eps")
@@ -140,7 +148,7 @@ class DiffusionQL(OfflineAgent):
             # bootstrap through truncations, not through terminations (integration.md Sec. 3)
             return batch["reward"] + (1.0 - batch["terminated"]) * c.gamma * target
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.config
         obs, action = batch["obs"], batch["action"]
         # critic
@@ -169,7 +177,7 @@ class DiffusionQL(OfflineAgent):
         return {"critic_loss": critic_loss.detach(), "bc_loss": bc_loss.detach(), "q_loss": q_loss.detach(),
                 "actor_loss": actor_loss.detach(), "q_mean": q1.detach().mean()}
 
-    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+    def act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:
         """Sample ``n_candidates`` actions per observation from the EMA actor and pick by the target critic."""
         assert self.ema is not None

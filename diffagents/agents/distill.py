@@ -33,13 +33,21 @@ import torch
 from torch import nn
 
 from diffagents.agents.base import OfflineAgent
-from diffagents.agents.config import AgentConfig
+from diffagents.core.config import AgentConfig
+from diffagents.core.contract import CHUNKS
+from diffagents.core.registry import register_agent
 from diffagents.diffusion import DDIMSampler
 from diffagents.roles import scored_candidates, select_candidates
 from diffagents.roles.consistency_policy import DistilledConsistencyPolicy
 from diffagents.training import EMA, Updater
 
-TEACHERS = ("DiffusionQL", "IDQL", "DiffusionPolicy")
+
+
+def teachers() -> list[str]:
+    """Registered agents that can be distilled (``distillable``)."""
+    from diffagents.core.registry import agent_infos
+
+    return [i.name for i in agent_infos(lambda i: bool(getattr(i.cls, "distillable", False)))]
 
 
 @dataclass(kw_only=True)
@@ -65,13 +73,14 @@ class DistillConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check(self.teacher in TEACHERS, "teacher", f"one of {TEACHERS}", self.teacher)
+        self._check(self.teacher in teachers(), "teacher", f"one of {teachers()}", self.teacher)
         self._check(self.n_levels is None or self.n_levels >= 1, "n_levels", ">= 1 or None", self.n_levels)
         self._check(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1)", self.ema_decay)
         self._check(self.n_candidates is None or self.n_candidates >= 1, "n_candidates", ">= 1 or None",
                     self.n_candidates)
 
 
+@register_agent(kind="distilled")
 class DistilledPolicy(OfflineAgent):
     """A one-step consistency actor distilled from a diffusion agent (build it with :func:`distill`).
 
@@ -79,11 +88,16 @@ class DistilledPolicy(OfflineAgent):
     """
 
     config_class = DistillConfig
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        """Keyword arguments of :func:`distill` for a seconds-long check (the teacher uses its own tiny config)."""
+        return dict(n_levels=4, batch_size=16)
     ema_acts = False  # the EMA is the consistency target; the trained actor acts
     config: DistillConfig
 
-    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
-        from diffagents.agents import get_agent_class
+    def build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+        from diffagents.core.registry import get_agent_class
 
         c = self.config
         # a throwaway teacher of the same architecture: the single source of the network layout
@@ -92,7 +106,7 @@ class DistilledPolicy(OfflineAgent):
                                               **c.teacher_config)
         self.teacher_config = template.config
         actor = template.ema.model
-        self.chunked = c.teacher == "DiffusionPolicy"
+        self.chunked = template.batch_spec == CHUNKS
         schedule = actor.diffusion.schedule
         self.prediction_type = actor.diffusion.prediction_type
         n = c.n_levels or min(schedule.num_train_steps, 20)
@@ -128,9 +142,9 @@ class DistilledPolicy(OfflineAgent):
     def set_teacher(self, agent: OfflineAgent, init_student: bool = False) -> None:
         """Attach the teacher (its EMA actor) for :meth:`learn`; ``init_student`` copies its weights into the
         student (and its target critic into the selection critic)."""
-        if type(agent).__name__ != self.config.teacher:
+        if agent.agent_name != self.config.teacher:
             raise ValueError(f"teacher: this student was built for a {self.config.teacher}, got "
-                             f"{type(agent).__name__}")
+                             f"{agent.agent_name}")
         if agent.config.to_dict() != self.teacher_config.to_dict():
             raise ValueError("teacher: the agent's config differs from the one this student was built for")
         assert agent.ema is not None
@@ -148,7 +162,7 @@ class DistilledPolicy(OfflineAgent):
             return batch["actions"], batch["obs"][:, : self.teacher_config.obs_horizon].flatten(1)
         return batch["action"], batch["obs"]
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.teacher_actor is None:
             raise RuntimeError("DistilledPolicy.learn: no teacher attached; call set_teacher(agent) first")
         assert self.ema is not None
@@ -164,7 +178,7 @@ class DistilledPolicy(OfflineAgent):
         return self._graphed("sample", self.student.sample, cond,
                              generator=self.eval_generator() if deterministic else None)
 
-    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+    def act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:
         if self.chunked:
             from diffagents.agents.diffusion_policy import act_with_chunks
@@ -212,9 +226,9 @@ def distill(agent: OfflineAgent, steps: int = 10_000, batch_size: int | None = N
     Returns:
         The trained student, sharing the teacher's spaces, flattener and normalizers.
     """
-    name = type(agent).__name__
-    if name not in TEACHERS:
-        raise TypeError(f"agent: distill supports {TEACHERS}, got {name}")
+    name = getattr(agent, "agent_name", type(agent).__name__)
+    if not getattr(agent, "distillable", False):
+        raise TypeError(f"agent: distill supports {teachers()}, got {name}")
     data = dataset if dataset is not None else agent.dataset
     if data is None:
         raise ValueError("dataset: the teacher has no dataset attached; pass dataset=")

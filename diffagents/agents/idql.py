@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffagents.agents.base import OfflineAgent
-from diffagents.agents.config import AgentConfig
+from diffagents.core.config import AgentConfig
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.nn import ResidualMLPDenoiser, TwinQ, ValueMLP
 from diffagents.roles import DiffusionActionPolicy, scored_candidates
 from diffagents.training import EMA, soft_update
+from diffagents.core.registry import register_agent
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -67,14 +68,21 @@ class IDQLConfig(AgentConfig):
         self._check(self.sampler in ("ddpm", "ddim", "dpm"), "sampler", "'ddpm', 'ddim' or 'dpm'", self.sampler)
 
 
+@register_agent
 class IDQL(OfflineAgent):
     """IDQL as an SB3 ``BaseAlgorithm`` trained offline from a Minari dataset."""
 
     config_class = IDQLConfig
+    distillable = True
+    sampler_swappable = True
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        return dict(actor_width=32, actor_blocks=1, critic_hidden=(32, 32), batch_size=16, n_candidates=4)
     acting_fields = OfflineAgent.acting_fields | {"n_candidates", "selection", "sampler", "sampler_steps"}
     config: IDQLConfig
 
-    def _build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
+    def build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
         c = self.config
         diffusion = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
                                       prediction_type="eps")
@@ -87,7 +95,7 @@ class IDQL(OfflineAgent):
         return {"actor": actor, "critic": critic, "critic_target": copy.deepcopy(critic).requires_grad_(False),
                 "value": ValueMLP(obs_dim, hidden=c.critic_hidden, activation=c.activation)}
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.config
         obs, action = batch["obs"], batch["action"]
         critic, value = self.nets["critic"], self.nets["value"]
@@ -110,7 +118,7 @@ class IDQL(OfflineAgent):
         return {"value_loss": v_loss.detach(), "critic_loss": q_loss.detach(), "bc_loss": bc_loss.detach(),
                 "q_mean": q1.detach().mean()}
 
-    def _act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
+    def act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:
         assert self.ema is not None
         actor: DiffusionActionPolicy = self.ema.model  # type: ignore[assignment]

@@ -21,19 +21,18 @@ same pickle-free JSON + safetensors checkpoints (:mod:`diffagents.persistence`).
 
 Layout: this module holds the agent; :mod:`~diffagents.agents.madiff_config` its hyperparameters (re-exported
 here), :mod:`~diffagents.agents.madiff_data` the agents / spaces and the joint training data, and
-:mod:`~diffagents.agents.madiff_checkpoint` ``save`` / ``load``.
+the kernel (:mod:`diffagents.core`) ``learn``, ``save`` and ``load``.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, cast
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from diffagents.agents.madiff_checkpoint import load_madiff, save_madiff
 from diffagents.agents.madiff_config import CPU_HYPERPARAMETERS, MADiffConfig
 from diffagents.agents.madiff_data import (
     AgentSpec,
@@ -46,17 +45,18 @@ from diffagents.agents.plan_cache import PlanCache
 from diffagents.cuda_graph import maybe_graphed
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.guidance import ClassifierFreeGuidance
-from diffagents.persistence import TRAINING_WEIGHTS
 from diffagents.roles.joint_planner import AgentInverseDynamics, JointPlanner, JointTemporalUNet
-from diffagents.training import EMA, Updater, autocast, check_finite
+from diffagents.core.contract import JOINT_WINDOWS
+from diffagents.core.loop import run_training
+from diffagents.core.registry import register_agent
+from diffagents.core.standalone import StandaloneAgent
+from diffagents.training import EMA, Updater, autocast
 from diffagents.transfer import to_device
 
 __all__ = ["CPU_HYPERPARAMETERS", "MADiff", "MADiffConfig", "make_parallel_env"]
 
-Callback = Callable[["MADiff", int, dict[str, float]], Any]
-
-
-class MADiff:
+@register_agent(kind="multiagent")
+class MADiff(StandaloneAgent):
     """MADiff agent for PettingZoo Parallel envs, trained offline from a multi-agent Minari dataset.
 
     Args:
@@ -70,38 +70,48 @@ class MADiff:
         **hyperparameters: fields of :class:`MADiffConfig`.
     """
 
-    config_class: ClassVar[type[MADiffConfig]] = MADiffConfig
+    config_class: ClassVar[type[MADiffConfig]] = MADiffConfig  # type: ignore[assignment]
+    batch_spec = JOINT_WINDOWS
+    acting_fields = StandaloneAgent.acting_fields | {"replan_every", "guidance_weight", "target_return",
+                                                     "target_quantile", "sampler", "sampler_steps"}
+    config: MADiffConfig
+    cpu_preset: ClassVar[dict[str, Any]] = CPU_HYPERPARAMETERS
+    """Hyperparameters that fit the CPU budget (``diffagents train`` and the zoo start from them)."""
 
     def __init__(self, env: Any = None, dataset: Any = None, *, device: torch.device | str = "auto",
                  seed: int | None = None, verbose: int = 0, tensorboard_log: str | None = None,
                  _spec: AgentSpec | None = None, **hyperparameters: Any) -> None:
-        import dataclasses
-
-        from stable_baselines3.common.utils import get_device, set_random_seed
+        from stable_baselines3.common.utils import set_random_seed
 
         from diffagents.data import load_dataset
 
-        fields = {f.name for f in dataclasses.fields(self.config_class)}
-        unknown = sorted(set(hyperparameters) - fields)
-        if unknown:
-            raise ValueError(f"MADiff: unknown hyperparameters {unknown}; expected some of {sorted(fields)}")
-        self.config = self.config_class(**hyperparameters)
+        self.config = self.config_class.from_kwargs(type(self).__name__, hyperparameters)
+        super().__init__(device=device, seed=seed, verbose=verbose, tensorboard_log=tensorboard_log)
         self.env = None if env is None else make_parallel_env(env)
         self.dataset = load_dataset(dataset) if dataset is not None else None
         self.spec = self._resolve_spec(_spec)
-        self.device = get_device(device)
-        self.seed, self.verbose, self.tensorboard_log = seed, verbose, tensorboard_log
         if seed is not None:
             set_random_seed(seed)
-        self.num_timesteps = 0
-        self.normalizer: Any = None
         self.targets: np.ndarray | None = None  # (L,) normalised target return per episode step
         self._windows: Any = None
         self._pairs: Any = None
-        self._logger: Any = None
-        self._build()
+        self.build()
         if self.dataset is not None:
             self._attach_data()
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        return dict(dim=8, dim_mults=(1, 2), horizon=8, n_diffusion_steps=10, sampler="ddim", sampler_steps=4,
+                    inv_hidden=(32,), batch_size=8, inv_batch_size=32, returns_scale=50.0, n_heads=2)
+
+    @property
+    def normalizer(self) -> Any:
+        """The per-agent observation normalizer ``(N*D)`` (``normalizers["obs"]``), or None."""
+        return self.normalizers.get("obs")
+
+    @normalizer.setter
+    def normalizer(self, value: Any) -> None:
+        self.normalizers["obs"] = value
 
     # ------------------------------------------------------------------ spaces and data
     def _resolve_spec(self, given: AgentSpec | None) -> AgentSpec:
@@ -157,7 +167,7 @@ class MADiff:
         return out.astype(np.float32) if isinstance(out, np.ndarray) else out
 
     # ------------------------------------------------------------------ model
-    def _build(self) -> None:
+    def build(self) -> None:
         c, spec = self.config, self.spec
         n, d = spec.n_agents, spec.obs_dim
         diffusion = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
@@ -180,67 +190,42 @@ class MADiff:
         """The trained networks by name (all saved)."""
         return {"planner": self.planner, "inv_dyn": self.inv_dyn}
 
-    # ------------------------------------------------------------------ learn
-    @property
-    def logger(self) -> Any:
-        """The SB3 logger (stdout with ``verbose=1``, TensorBoard with ``tensorboard_log``)."""
-        if self._logger is None:
-            from stable_baselines3.common.utils import configure_logger
-
-            self._logger = configure_logger(self.verbose, self.tensorboard_log, "MADiff", True)
-        return self._logger
-
-    def set_logger(self, logger: Any) -> None:
-        """Use a custom SB3 logger (``stable_baselines3.common.logger.configure(folder, formats)``)."""
-        self._logger = logger
-
-    def learn(self, total_timesteps: int, callback: Callback | None = None, log_interval: int = 1000,
-              progress_bar: bool = False, reset_num_timesteps: bool = True) -> MADiff:
-        """Take ``total_timesteps`` gradient steps (one planner and one inverse-dynamics update each).
+    # ------------------------------------------------------------------ learn (core/loop.py)
+    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1000,
+              progress_bar: bool = False, reset_num_timesteps: bool = True, tb_log_name: str | None = None,
+              checkpoint_dir: str | os.PathLike[str] | None = None, checkpoint_every: int = 1000,
+              keep_checkpoints: int = 2) -> MADiff:
+        """Take ``total_timesteps`` gradient steps (one planner and one inverse-dynamics update each) in the one
+        training loop (:func:`diffagents.core.loop.run_training`).
 
         Args:
             total_timesteps: gradient steps.
-            callback: optional ``callback(agent, step, stats)`` called every ``log_interval`` steps; returning
-                False stops training.
+            callback: SB3 callbacks (``CheckpointCallback``, a ``BaseCallback`` or a list; a plain callable gets
+                SB3's ``(locals, globals)`` and stops training by returning False).
             log_interval: steps between logger dumps (0 = never).
-            progress_bar: show a rich/tqdm progress bar.
+            progress_bar: show a progress bar.
             reset_num_timesteps: count from 0 (False continues the step counter).
+            checkpoint_dir / checkpoint_every / keep_checkpoints: crash-safe training checkpoints; calling again
+                with the same folder resumes bitwise from the newest one (CPU).
         """
         if self._windows is None:
             raise RuntimeError("MADiff.learn: no dataset attached; pass dataset= or call set_dataset() first")
-        if total_timesteps < 0:
-            raise ValueError(f"total_timesteps: expected >= 0, got {total_timesteps}")
-        if reset_num_timesteps:
-            self.num_timesteps = 0
-        end = self.num_timesteps + total_timesteps
-        bar = _progress_bar(total_timesteps) if progress_bar else None
-        self.planner.train()
-        self.inv_dyn.train()
-        stats: dict[str, torch.Tensor] = {}
-        t0, start = time.perf_counter(), self.num_timesteps
-        try:
-            while self.num_timesteps < end:
-                with autocast(self.device, self.config.precision):
-                    stats = self._train_step()
-                self.num_timesteps += 1
-                if bar is not None:
-                    bar.update(1)
-                if log_interval and self.num_timesteps % log_interval == 0:
-                    values = self._log(stats, (self.num_timesteps - start) / max(time.perf_counter() - t0, 1e-9))
-                    if callback is not None and callback(self, self.num_timesteps, values) is False:
-                        break
-        finally:
-            if bar is not None:
-                bar.close()
-            self.planner.eval()
-            self.inv_dyn.eval()
-        if stats:
-            check_finite(cast(dict[str, Any], stats), self.num_timesteps)
-        return self
+        return run_training(self, total_timesteps, callback, log_interval=log_interval,  # type: ignore[no-any-return]
+                            tb_log_name=tb_log_name, reset_num_timesteps=reset_num_timesteps,
+                            progress_bar=progress_bar, checkpoint_dir=checkpoint_dir,
+                            checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints)
 
-    def _train_step(self) -> dict[str, torch.Tensor]:
+    def sample_batch(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Joint windows ``(B, N, W, D)`` plus inverse-dynamics pairs (keys ``inv_obs``, ``inv_next_obs``,
+        ``inv_action``: ``(B', N, ...)``)."""
+        batch = self._windows.sample(self.config.batch_size, generator=generator)
+        pairs = self._pairs.sample(self.config.inv_batch_size, generator=generator)
+        return batch | {f"inv_{k}": v for k, v in pairs.items()}
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One planner update (Eq. 5 of Decision Diffuser with CFG dropout, joint over agents) and one
+        inverse-dynamics update."""
         c, n = self.config, self.spec.n_agents
-        batch = self._windows.sample(c.batch_size)
         x0 = batch["observations"]  # (B, N, W, D)
         returns = batch["returns_to_go"][:, c.history : c.history + 1] / c.returns_scale  # (B, 1)
         agent_mask = None
@@ -251,20 +236,12 @@ class MADiff:
         valid = torch.ones_like(batch["mask"]) if c.loss_on_padding else batch["mask"]
         loss, stats = self.planner.loss(x0, inpaint=inpaint, cond=returns, valid=valid)
         self.updaters["planner"].step(loss)
+        assert self.ema is not None
         self.ema.update(self.planner, self.num_timesteps)
-        pairs = self._pairs.sample(c.inv_batch_size)  # (B', N, D) observation pairs, (B', N[, A]) actions
-        inv_loss, inv_stats = self.inv_dyn.loss(pairs["obs"], pairs["next_obs"], pairs["action"], self.spec.discrete)
+        inv_loss, inv_stats = self.inv_dyn.loss(batch["inv_obs"], batch["inv_next_obs"], batch["inv_action"],
+                                                self.spec.discrete)
         self.updaters["inv_dyn"].step(inv_loss)
         return stats | inv_stats
-
-    def _log(self, stats: dict[str, torch.Tensor], steps_per_s: float) -> dict[str, float]:
-        values = check_finite(cast(dict[str, Any], stats), self.num_timesteps)
-        for key, value in values.items():
-            self.logger.record(f"train/{key}", value)
-        self.logger.record("time/grad_steps_per_s", steps_per_s)
-        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
-        self.logger.dump(step=self.num_timesteps)
-        return values
 
     # ------------------------------------------------------------------ predict
     def predict(self, observation: Mapping[str, Any], state: Any = None, episode_start: Any = None,
@@ -282,11 +259,11 @@ class MADiff:
             raise RuntimeError("MADiff.predict: the observation normalizer is not fitted; train or load first")
         x = to_device(self._norm(obs), self.device)  # pinned, non-blocking on CUDA
         with torch.no_grad(), autocast(self.device, self.config.precision):
-            scaled, state = self._act(x, state, episode_start, deterministic)
+            scaled, state = self.act(x, state, episode_start, deterministic)
         actions = self.spec.to_env_actions(scaled.float().cpu().numpy())  # (E, N, ...) env actions
         return {a: (actions[:, i] if batched else actions[0, i]) for i, a in enumerate(self.agents)}, state
 
-    def _act(self, obs: torch.Tensor, state: Any, episode_start: Any, deterministic: bool
+    def act(self, obs: torch.Tensor, state: Any, episode_start: Any, deterministic: bool
              ) -> tuple[torch.Tensor, PlanCache]:
         """``obs``: ``(E, N, D)`` normalised -> inverse-dynamics outputs ``(E, N, A)`` and the cache."""
         c = self.config
@@ -345,37 +322,18 @@ class MADiff:
         plans = planner.plan(planner.condition(known, agent_mask), cond=cond, denoiser=guided, generator=generator)
         return plans.view(m, -1, n, c.window, self.spec.obs_dim).permute(0, 3, 1, 2, 4)  # (M, W, R, N, D)
 
-    # ------------------------------------------------------------------ persistence
-    def save(self, path: Any, exclude: Any = None, *, weights_dtype: str | None = None) -> None:
-        """Atomically write a pickle-free checkpoint (``.zip`` is appended when ``path`` has no suffix); see
-        :func:`~diffagents.agents.madiff_checkpoint.save_madiff`. ``exclude=["optimizers"]`` writes an
-        inference-only file, adding ``"training_weights"`` leaves out the planner the EMA copy averages, and
-        ``weights_dtype`` stores a half-size one (as :meth:`OfflineAgent.save`)."""
-        save_madiff(self, path, optimizers="optimizers" not in (exclude or ()), weights_dtype=weights_dtype,
-                    training_weights=TRAINING_WEIGHTS not in (exclude or ()))
+    # ------------------------------------------------------------------ persistence (core/checkpoint.py)
+    def checkpoint_spaces(self) -> dict[str, Any]:
+        """The agents and their spaces (:class:`~diffagents.agents.madiff_data.AgentSpec`)."""
+        return {"agents": self.spec.to_dict()}
 
     @classmethod
-    def load(cls, path: Any, env: Any = None, device: torch.device | str = "auto", dataset: Any = None) -> MADiff:
-        """Rebuild an agent saved by :meth:`save`; never unpickles.
+    def from_checkpoint_meta(cls, meta: dict[str, Any], config: MADiffConfig, *, env: Any, device: Any) -> MADiff:
+        return cls(env=env, device=device, _spec=AgentSpec.from_dict(meta["agents"]), **vars(config))
 
-        Raises:
-            CheckpointError: corrupt file, another algorithm, or agents / spaces that differ from ``env``'s
-                (the message names the agent and the field).
-        """
-        return load_madiff(cls, path, env=env, device=device, dataset=dataset)
+    def extra_arrays(self) -> dict[str, np.ndarray]:
+        return {} if self.targets is None else {"targets": self.targets}
 
-
-def _progress_bar(total: int) -> Any:
-    import warnings
-
-    try:
-        from tqdm import TqdmExperimentalWarning
-        from tqdm.rich import tqdm
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TqdmExperimentalWarning)
-            return tqdm(total=total, desc="MADiff")
-    except ImportError:  # pragma: no cover - rich missing
-        from tqdm.auto import tqdm as plain
-
-        return plain(total=total, desc="MADiff")
+    def load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        if "targets" in arrays:
+            self.targets = np.asarray(arrays["targets"], dtype=np.float32)

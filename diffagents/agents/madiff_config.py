@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diffagents.agents.config import AgentConfig
+from diffagents.core.config import AgentConfig
 
 #: Settings that fit the CPU budget of docs/compute-budget.md Sec. 6-7 (10-20k steps in about 20-40 min for 3
 #: agents at 1 thread; ~55 ms per MADiff-C decision). Measured in short development runs on mpe-spread expert

@@ -23,17 +23,15 @@ in 20-30 minutes.
 
 Layout: this module holds the config and the generator; :mod:`~diffagents.agents.synther_data` reads real
 transitions (:data:`~diffagents.agents.synther_data.FIELDS`), :mod:`~diffagents.agents.synther_upsample` writes
-upsampled Minari datasets, :mod:`~diffagents.agents.synther_checkpoint` implements ``save`` / ``load`` and
+upsampled Minari datasets, the kernel (:mod:`diffagents.core`) implements ``fit``'s loop, ``save`` / ``load``, and
 :mod:`~diffagents.agents.synther_env` the world-model env.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +39,6 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from diffagents.agents.synther_checkpoint import load_synther, save_synther
 from diffagents.agents.synther_data import start_states, transition_arrays
 from diffagents.agents.synther_upsample import default_upsampled_id, write_upsampled
 from diffagents.data import GaussianNormalizer, ObsFlattener, load_dataset
@@ -49,13 +46,19 @@ from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.guidance import Inpaint
 from diffagents.nn import ResidualMLPDenoiser
 from diffagents.roles.synthesizer import EDMProcess, TransitionSynthesizer
-from diffagents.training import EMA, Updater, check_finite, make_lr_schedule
+from diffagents.core.config import AgentConfig
+from diffagents.core.contract import TRANSITION_ROWS
+from diffagents.core.loop import run_training
+from diffagents.core.registry import register_agent
+from diffagents.core.standalone import StandaloneAgent
+from diffagents.spaces import space_from_dict, space_to_dict
+from diffagents.training import EMA, Updater
 
 __all__ = ["SynthER", "SynthERConfig", "default_upsampled_id"]
 
 
 @dataclass(kw_only=True)
-class SynthERConfig:
+class SynthERConfig(AgentConfig):
     """Hyperparameters (defaults: official ``config/resmlp_denoiser.gin`` and Lu et al. 2023, App. B).
 
     Args:
@@ -74,6 +77,9 @@ class SynthERConfig:
         sample_batch_size: rows per sampling batch.
         terminal_threshold: a generated terminal flag above it counts as terminal.
         clip_observations: clip generated observations to finite observation-space bounds.
+        obs_normalization: the transition normaliser; SynthER's is ``"gaussian"`` per dimension (Sec. 3).
+        precision / eval_seed / compile / cuda_graph: :class:`~diffagents.core.config.AgentConfig` fields
+            (``eval_seed``, ``compile`` and ``cuda_graph`` are not used by the generator).
     """
 
     width: int = 1024
@@ -113,34 +119,28 @@ class SynthERConfig:
     clip_observations: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
         for name in ("width", "n_blocks", "expansion", "time_dim", "sample_steps", "num_train_steps",
                      "batch_size", "train_steps", "ema_every", "sample_batch_size"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise ValueError(f"SynthERConfig.{name}: expected an int >= 1, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            self._check(isinstance(value, int) and value >= 1, name, "an int >= 1", value)
         choices = {"process": ("edm", "discrete"), "schedule": ("cosine", "vp", "linear"),
-                   "sampler": ("ddpm", "ddim", "dpm"), "lr_schedule": ("constant", "cosine")}
+                   "sampler": ("ddpm", "ddim", "dpm")}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"SynthERConfig.{name}: expected one of {allowed}, got {getattr(self, name)!r}")
-        if self.time_dim % 2:
-            raise ValueError(f"SynthERConfig.time_dim: expected an even int, got {self.time_dim}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"SynthERConfig.ema_decay: expected a value in [0, 1), got {self.ema_decay}")
-        if self.clip_denoised is not None and not self.clip_denoised > 0:
-            raise ValueError(f"SynthERConfig.clip_denoised: expected None or > 0, got {self.clip_denoised}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"SynthERConfig.learning_rate: expected > 0, got {self.learning_rate}")
-        if self.process == "discrete" and self.sample_steps > self.num_train_steps:
-            raise ValueError(f"SynthERConfig.sample_steps: expected <= num_train_steps={self.num_train_steps} for "
-                             f"the discrete process, got {self.sample_steps}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+            self._check(getattr(self, name) in allowed, name, f"one of {allowed}", getattr(self, name))
+        self._check(self.obs_normalization == "gaussian", "obs_normalization",
+                    "'gaussian' (SynthER normalises whole transitions per dimension)", self.obs_normalization)
+        self._check(self.time_dim % 2 == 0, "time_dim", "an even int", self.time_dim)
+        self._check(0.0 <= self.ema_decay < 1.0, "ema_decay", "a value in [0, 1)", self.ema_decay)
+        self._check(self.clip_denoised is None or self.clip_denoised > 0, "clip_denoised", "None or > 0",
+                    self.clip_denoised)
+        self._check(self.process != "discrete" or self.sample_steps <= self.num_train_steps, "sample_steps",
+                    f"<= num_train_steps={self.num_train_steps} for the discrete process", self.sample_steps)
 
 
-class SynthER:
+@register_agent(kind="generator")
+class SynthER(StandaloneAgent):
     """Transition generator: ``fit`` on real data, ``sample`` synthetic transitions in env units.
 
     Args:
@@ -154,10 +154,18 @@ class SynthER:
         **config: fields of :class:`SynthERConfig`.
     """
 
+    config_class = SynthERConfig  # type: ignore[assignment]
+    batch_spec = TRANSITION_ROWS
+    acting_fields = StandaloneAgent.acting_fields | {"sample_steps", "sampler", "sample_batch_size",
+                                                     "terminal_threshold", "clip_observations"}
+    config: SynthERConfig
+
     def __init__(self, observation_space: spaces.Space[Any], action_space: spaces.Space[Any], *,
                  device: str | torch.device = "auto", seed: int | None = None, dataset: Any = None,
-                 **config: Any) -> None:
-        self.config = SynthERConfig(**config)
+                 verbose: int = 0, tensorboard_log: str | None = None, **config: Any) -> None:
+        self.config = SynthERConfig.from_kwargs(type(self).__name__, config)
+        super().__init__(device=device, seed=0 if seed is None else int(seed), verbose=verbose,
+                         tensorboard_log=tensorboard_log)
         if not isinstance(action_space, spaces.Box) or not np.all(np.isfinite(action_space.low)) or \
                 not np.all(np.isfinite(action_space.high)):
             raise TypeError(f"action_space: SynthER needs a bounded Box, got {action_space}")
@@ -167,16 +175,33 @@ class SynthER:
         self.action_space = action_space
         self.obs_dim, self.act_dim = self.flattener.dim, int(np.prod(action_space.shape))
         self.x_dim = 2 * self.obs_dim + self.act_dim + 2
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-        self.seed = 0 if seed is None else int(seed)
+        self.seed: int = 0 if seed is None else int(seed)
         self.dataset = dataset
-        self.normalizer: GaussianNormalizer | None = None
-        self.num_timesteps = 0
         self.fit_log: list[dict[str, float]] = []
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
             torch.manual_seed(self.seed)
-            self.synth = self._build().to(self.device)
-        self.ema: EMA | None = None
+            self.synth = self.build().to(self.device)
+        self._rows: torch.Tensor | None = None  # (N, D) normalised training rows of the current fit
+        self._fit_gen: torch.Generator | None = None
+        self._fit_batch = self.config.batch_size
+        self._first_stats: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        return dict(width=32, n_blocks=1, time_dim=16, batch_size=64, sample_steps=4)
+
+    @property
+    def nets(self) -> dict[str, torch.nn.Module]:
+        return {"denoiser": self.synth.denoiser}
+
+    @property
+    def normalizer(self) -> GaussianNormalizer | None:
+        """The per-dimension Gaussian normaliser of transition rows (``normalizers["transition"]``)."""
+        return self.normalizers.get("transition")
+
+    @normalizer.setter
+    def normalizer(self, value: GaussianNormalizer | None) -> None:
+        self.normalizers["transition"] = value
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -185,7 +210,7 @@ class SynthER:
         ds = load_dataset(dataset)
         return cls(ds.observation_space, ds.action_space, dataset=ds, **kwargs)
 
-    def _build(self) -> TransitionSynthesizer:
+    def build(self) -> TransitionSynthesizer:
         c = self.config
         edm = c.process == "edm"
         denoiser = ResidualMLPDenoiser(
@@ -256,8 +281,11 @@ class SynthER:
 
     # ------------------------------------------------------------------ training
     def fit(self, data: Any = None, steps: int | None = None, batch_size: int | None = None, *,
-            progress_bar: bool = False, refit_normalizer: bool = True, log_every: int = 100) -> SynthER:
-        """Train the denoiser on ``data`` for ``steps`` gradient steps (default ``config.train_steps``).
+            progress_bar: bool = False, refit_normalizer: bool = True, log_every: int = 100, callback: Any = None,
+            checkpoint_dir: str | os.PathLike[str] | None = None, checkpoint_every: int = 1000) -> SynthER:
+        """Train the denoiser on ``data`` for ``steps`` gradient steps (default ``config.train_steps``) in the one
+        training loop (:func:`diffagents.core.loop.run_training`), with a fresh optimizer and EMA per fit (the
+        online buffers refit every K env steps) and the cosine LR schedule spanning the fit.
 
         Args:
             data: a Minari dataset / id / folder, a :class:`~diffagents.data.Transitions`, an SB3 ``ReplayBuffer``
@@ -266,9 +294,12 @@ class SynthER:
                 construction.
             steps: gradient steps; the cosine LR schedule spans them.
             batch_size: minibatch size (default ``config.batch_size``).
-            progress_bar: show a tqdm bar.
+            progress_bar: show a progress bar.
             refit_normalizer: refit the Gaussian normaliser on ``data`` (always done on the first fit).
             log_every: steps between finite-loss checks / logged losses.
+            callback: SB3 callbacks, as for any agent's ``learn``.
+            checkpoint_dir / checkpoint_every: crash-safe checkpoints of the generator's first fit; calling
+                ``fit`` again with the same folder resumes from the newest one (bitwise on CPU).
         """
         c = self.config
         x = self.to_matrix(self._arrays(data))
@@ -277,40 +308,49 @@ class SynthER:
             norm.fit(x)
             self.normalizer = norm
         assert self.normalizer is not None
-        xn = torch.from_numpy(self.normalizer.normalize(x).astype(np.float32)).to(self.device)  # (N, D)
+        self._rows = torch.from_numpy(self.normalizer.normalize(x).astype(np.float32)).to(self.device)  # (N, D)
         steps = c.train_steps if steps is None else int(steps)
-        bs = c.batch_size if batch_size is None else int(batch_size)
+        self._fit_batch = c.batch_size if batch_size is None else int(batch_size)
+        first = self.num_timesteps == 0
+        if checkpoint_dir is not None and not first:
+            raise ValueError("checkpoint_dir: resumable fits are the generator's first fit (num_timesteps 0), got "
+                             f"num_timesteps {self.num_timesteps}")
         net = self.synth.denoiser
-        net.train()
-        updater = Updater(net.parameters(), c.learning_rate, grad_clip=c.grad_clip, weight_decay=c.weight_decay,
-                          betas=c.adam_betas, name="denoiser")
+        self.updaters = {"denoiser": Updater(net.parameters(), c.learning_rate, grad_clip=c.grad_clip,
+                                             weight_decay=c.weight_decay, betas=c.adam_betas, name="denoiser")}
         self.ema = EMA(net, decay=c.ema_decay, power=0.75 if c.ema_warmup else None, max_decay=c.ema_decay,
                        update_every=c.ema_every)
-        lr_at = make_lr_schedule(c.learning_rate, c.lr_schedule)
-        gen = torch.Generator(self.device).manual_seed(self.seed * 100_003 + len(self.fit_log))
-        bar = _progress(steps, progress_bar)
-        t0, losses = time.perf_counter(), []
-        for step in range(steps):
-            lr = lr_at(1.0 - step / steps) if callable(lr_at) else lr_at
-            for group in updater.optimizer.param_groups:
-                group["lr"] = lr
-            idx = torch.randint(0, xn.shape[0], (bs,), generator=gen, device=self.device)
-            loss, stats = self.synth.loss(xn[idx], generator=gen)
-            updater.step(loss)
-            self.ema.update(net, step)
-            if step % log_every == 0 or step == steps - 1:
-                losses.append(check_finite(dict(stats), self.num_timesteps + step)["diffusion_loss"])
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        self._fit_gen = torch.Generator(self.device).manual_seed(self.seed * 100_003 + len(self.fit_log))
+        self._progress_origin = self.num_timesteps
+        self._first_stats = {}
+        t0 = self.train_wall_s
+        run_training(self, steps, callback, log_interval=log_every, tb_log_name="SynthER",
+                     reset_num_timesteps=first, progress_bar=progress_bar, checkpoint_dir=checkpoint_dir,
+                     checkpoint_every=checkpoint_every)
         net.eval()
-        self.num_timesteps += steps
-        seconds = time.perf_counter() - t0
-        self.fit_log.append({"steps": steps, "rows": int(x.shape[0]), "seconds": seconds,
-                             "first_loss": losses[0] if losses else math.nan,
-                             "final_loss": losses[-1] if losses else math.nan})
+        first_loss = self._first_stats.get("diffusion_loss")
+        final = getattr(self, "last_train_stats", {}) or {}
+        self.fit_log.append({"steps": steps, "rows": int(x.shape[0]), "seconds": self.train_wall_s - t0,
+                             "first_loss": float(first_loss) if first_loss is not None else math.nan,
+                             "final_loss": float(final.get("diffusion_loss", math.nan))})
         return self
+
+    def sample_batch(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``x`` rows ``(B, D)`` of the current fit, drawn with the fit's own generator."""
+        assert self._rows is not None
+        gen = self._fit_gen if generator is None else generator
+        idx = torch.randint(0, self._rows.shape[0], (self._fit_batch,), generator=gen, device=self.device)
+        return {"x": self._rows[idx]}
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One denoising-score-matching step on transition rows (EDM loss, Karras et al. 2022 Eq. 2 / Sec. 5)."""
+        loss, stats = self.synth.loss(batch["x"], generator=self._fit_gen)
+        self.updaters["denoiser"].step(loss)
+        assert self.ema is not None
+        self.ema.update(self.synth.denoiser, self.num_timesteps - self._progress_origin)
+        if not self._first_stats:
+            self._first_stats = {k: v.detach() for k, v in stats.items()}
+        return dict(stats)
 
     # ------------------------------------------------------------------ sampling
     def _net(self) -> torch.nn.Module:
@@ -376,18 +416,53 @@ class SynthER:
         out["observations"] = rows[:, :self.obs_dim]
         return out
 
-    # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str], *, weights_dtype: str | None = None,
-             exclude: Sequence[str] = ()) -> str:
-        """Atomically write config JSON + safetensors weights + normaliser statistics (no pickle); the weights
-        stored as ``weights_dtype`` (``"float16"``: half size, see :func:`~diffagents.persistence.save_checkpoint`);
-        ``exclude=["training_weights"]`` leaves out the denoiser that the EMA copy (what samples) averages."""
-        return save_synther(self, path, weights_dtype=weights_dtype, exclude=exclude)
+    # ------------------------------------------------------------------ persistence (core/checkpoint.py)
+    def checkpoint_spaces(self) -> dict[str, Any]:
+        return {"observation_space": space_to_dict(self.observation_space),
+                "action_space": space_to_dict(self.action_space)}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto") -> SynthER:
-        """Rebuild a generator saved with :meth:`save`; raises :class:`CheckpointError` on a bad file."""
-        return load_synther(cls, path, device=device)
+    def from_checkpoint_meta(cls, meta: dict[str, Any], config: SynthERConfig, *, env: Any, device: Any
+                             ) -> SynthER:
+        extra = meta.get("extra") or {}
+        gen = cls(space_from_dict(meta["observation_space"]), space_from_dict(meta["action_space"]), device=device,
+                  seed=int(extra.get("seed", 0)), **config.to_dict())
+        if meta.get("has_ema", True):
+            c = gen.config
+            gen.ema = EMA(gen.synth.denoiser, decay=c.ema_decay, power=0.75 if c.ema_warmup else None,
+                          max_decay=c.ema_decay, update_every=c.ema_every)
+            gen.updaters = {"denoiser": Updater(gen.synth.denoiser.parameters(), c.learning_rate,
+                                                grad_clip=c.grad_clip, weight_decay=c.weight_decay,
+                                                betas=c.adam_betas, name="denoiser")}
+        return gen
+
+    def extra_state(self) -> dict[str, Any]:
+        return super().extra_state() | {"seed": self.seed, "fit_log": self.fit_log}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        super().load_extra_state(extra)
+        self.fit_log = list(extra.get("fit_log", []))
+        self.synth.denoiser.eval()
+
+    def extra_arrays(self) -> dict[str, np.ndarray]:
+        if self._fit_gen is None:
+            return {}
+        return {"fit_generator": self._fit_gen.get_state().numpy().copy()}
+
+    def load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        if "fit_generator" in arrays:
+            self._fit_gen = torch.Generator(self.device)
+            self._fit_gen.set_state(torch.from_numpy(np.ascontiguousarray(arrays["fit_generator"])))
+
+    @classmethod
+    def load(cls, path: Any, env: Any = None, device: str | torch.device = "auto", dataset: Any = None) -> SynthER:
+        """Rebuild a generator saved with :meth:`save` (config JSON + safetensors weights + normaliser statistics,
+        the weights possibly stored as float16; ``exclude=["training_weights"]`` files hold only the EMA copy
+        that samples); never unpickles and raises :class:`CheckpointError` on a bad file."""
+        gen = super().load(path, env=env, device=device)
+        if dataset is not None:
+            gen.dataset = dataset
+        return gen  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ offline upsampling and world model
     def upsample(self, dataset: Any = None, n: int = 100_000, new_id: str | None = None, *,
@@ -414,10 +489,3 @@ class SynthER:
 
         return SynthEREnv(self, start_states(self, dataset), max_episode_steps=max_episode_steps,
                           sample_steps=sample_steps)
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="SynthER fit")

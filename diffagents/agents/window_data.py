@@ -26,8 +26,8 @@ def attach_windows(agent: Any, horizon: int, *, discount: float, termination_pen
     flat = dict(windows.flat)
     real = flat["mask"] > 0
     if "obs" not in agent.normalizers:
-        agent.normalizers["obs"] = agent._fit_obs_normalizer(flat["observations"][real])
-    obs = agent._norm_obs_np(flat["observations"])
+        agent.normalizers["obs"] = agent.fit_obs_normalizer(flat["observations"][real])
+    obs = agent.normalize_obs(flat["observations"])
     obs[~real] = 0.0
     act = agent.scale_action(flat["actions"])
     act[~real] = 0.0

@@ -1,4 +1,5 @@
-"""Typed, validated agent configuration shared by every offline agent (design.md convention 5)."""
+"""``AgentConfig``: the typed, validated base of every agent's config (docs/design.md convention 5), SynthER and
+MADiff included."""
 
 from __future__ import annotations
 
@@ -56,6 +57,19 @@ class AgentConfig:
     def _check(self, ok: bool, name: str, expected: str, got: Any) -> None:
         if not ok:
             raise ValueError(f"{type(self).__name__}.{name}: expected {expected}, got {got!r}")
+
+    @classmethod
+    def from_kwargs(cls: type[C], owner: str, hyperparameters: dict[str, Any]) -> C:
+        """The config of agent ``owner`` from its keyword arguments, naming unknown ones.
+
+        Raises:
+            ValueError: a keyword is not a field of the config.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(hyperparameters) - names)
+        if unknown:
+            raise ValueError(f"{owner}: unknown hyperparameters {unknown}; expected some of {sorted(names)}")
+        return cls(**hyperparameters)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
