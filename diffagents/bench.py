@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+
 @dataclass
 class SpeedResult:
     """One agent's measurements (``train_steps_per_s`` is None when only acting was timed)."""
@@ -107,7 +108,7 @@ def build_agent(name: str, env: Any, dataset: Any, *, device: str = "cpu", seed:
     from diffagents.core.registry import get_agent_class, get_agent_info
 
     info = get_agent_info(name)
-    cls = info.cls
+    cls: Any = info.cls
     kw = {**sizes(cls, quick), **overrides}
     if info.kind == "distilled":
         from diffagents.agents.distill import distill

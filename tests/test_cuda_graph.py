@@ -14,8 +14,8 @@ import torch
 from agent_fixtures import make_pendulum_dataset
 
 from diffagents import Diffuser, DiffusionQL
-from diffagents.core.config import AgentConfig
 from diffagents.agents.diffusion_ql import DiffusionQLConfig
+from diffagents.core.config import AgentConfig
 from diffagents.cuda_graph import GraphedCall, keep_alive, maybe_graphed
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

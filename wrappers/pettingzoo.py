@@ -1,7 +1,7 @@
 """PettingZoo Parallel API helpers: joint arrays, team rewards, data collection and evaluation.
 
 * :func:`dict_to_joint` / :func:`joint_to_dict`: ``{agent: x}`` <-> ``(N, ...)`` arrays in ``possible_agents``
-  order (integration.md Sec. 4), with errors naming the missing agent.
+  order (docs/integration.md Sec. 4), with errors naming the missing agent.
 * :class:`TeamRewardWrapper`: every agent receives the team reward (sum or mean of the agents' rewards), the
   reward multi-agent Minari datasets store. Passes ``pettingzoo.test.parallel_api_test``.
 * :func:`collect_episodes`: roll a joint policy out into Minari ``EpisodeBuffer`` s with ``Dict({agent: space})``

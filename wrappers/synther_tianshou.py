@@ -1,6 +1,6 @@
 """Tianshou 2.0 adapter: a ``ReplayBufferManager`` that mixes SynthER samples into every batch.
 
-Layout (integration.md Sec. 2.3): ``buffer_num`` real sub-buffers (the Collector writes env ``i`` to
+Layout (docs/integration.md Sec. 2.3): ``buffer_num`` real sub-buffers (the Collector writes env ``i`` to
 ``buffer_ids=[i]``) followed by one synthetic sub-buffer; indices stay global, so ``prev`` / ``next`` and the
 n-step helpers keep working. Synthetic rows are one-step episodes (``done=True``; ``truncated`` unless the
 generated terminal flag is set), so n-step returns never chain unrelated synthetic rows.

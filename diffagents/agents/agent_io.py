@@ -1,5 +1,5 @@
 """Agent inputs and outputs: observation validation / flattening for ``predict`` and the ``[-1, 1]`` action
-scaling every offline agent trains and samples in (integration.md Sec. 1.2).
+scaling every offline agent trains and samples in (docs/integration.md Sec. 1.2).
 
 Errors name the field (``observation``, ``action_space``) and say what was expected and what was received.
 """

@@ -19,16 +19,16 @@ import torch
 from torch import nn
 
 from diffagents.agents.base import OfflineAgent
-from diffagents.core.config import AgentConfig
 from diffagents.agents.plan_cache import PlanCache
 from diffagents.agents.window_data import attach_windows
+from diffagents.core.config import AgentConfig
+from diffagents.core.contract import WINDOWS
+from diffagents.core.registry import register_agent
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.guidance import ClassifierFreeGuidance
 from diffagents.nn import InverseDynamics, TemporalUNet
 from diffagents.roles import TrajectoryPlanner
 from diffagents.training import EMA
-from diffagents.core.contract import WINDOWS
-from diffagents.core.registry import register_agent
 
 
 @dataclass(kw_only=True)

@@ -32,14 +32,14 @@ import torch
 from torch import nn
 
 from diffagents.agents.base import OfflineAgent
-from diffagents.core.config import AgentConfig
 from diffagents.agents.plan_cache import PlanCache
+from diffagents.core.config import AgentConfig
+from diffagents.core.contract import CHUNKS
+from diffagents.core.registry import register_agent
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.nn import DiT1D, TemporalUNet
 from diffagents.roles.chunk_policy import ActionChunkPolicy
 from diffagents.training import EMA, Updater
-from diffagents.core.contract import CHUNKS
-from diffagents.core.registry import register_agent
 
 
 @dataclass(kw_only=True)

@@ -29,11 +29,11 @@ from torch import nn
 
 from diffagents.agents.base import OfflineAgent
 from diffagents.core.config import AgentConfig
+from diffagents.core.registry import register_agent
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.nn import MLPDenoiser, TwinQ
 from diffagents.roles import DiffusionActionPolicy, scored_candidates, select_candidates
 from diffagents.training import EMA, Updater, soft_update
-from diffagents.core.registry import register_agent
 
 
 def normalized_q_loss(q: torch.Tensor, q_other: torch.Tensor) -> torch.Tensor:
@@ -145,7 +145,7 @@ class DiffusionQL(OfflineAgent):
             else:
                 q1, q2 = self.nets["critic_target"](next_obs, target_actor.sample(next_obs))
                 target = torch.minimum(q1, q2)
-            # bootstrap through truncations, not through terminations (integration.md Sec. 3)
+            # bootstrap through truncations, not through terminations (docs/integration.md Sec. 3)
             return batch["reward"] + (1.0 - batch["terminated"]) * c.gamma * target
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

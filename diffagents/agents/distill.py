@@ -42,7 +42,6 @@ from diffagents.roles.consistency_policy import DistilledConsistencyPolicy
 from diffagents.training import EMA, Updater
 
 
-
 def teachers() -> list[str]:
     """Registered agents that can be distilled (``distillable``)."""
     from diffagents.core.registry import agent_infos
@@ -55,7 +54,7 @@ class DistillConfig(AgentConfig):
     """Hyperparameters of :class:`DistilledPolicy`.
 
     Args:
-        teacher: the teacher's class name (``"DiffusionQL"``, ``"IDQL"`` or ``"DiffusionPolicy"``).
+        teacher: the teacher's registry name (any ``distillable`` agent, see :func:`teachers`).
         teacher_config: the teacher's config (``agent.config.to_dict()``), used to rebuild the architecture.
         n_levels: teacher levels the student is defined on (DDIM timesteps; None: all training levels, at most 20).
         ema_decay: decay ``mu`` of the target network.

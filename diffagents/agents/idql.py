@@ -24,11 +24,11 @@ from torch import nn
 
 from diffagents.agents.base import OfflineAgent
 from diffagents.core.config import AgentConfig
+from diffagents.core.registry import register_agent
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.nn import ResidualMLPDenoiser, TwinQ, ValueMLP
 from diffagents.roles import DiffusionActionPolicy, scored_candidates
 from diffagents.training import EMA, soft_update
-from diffagents.core.registry import register_agent
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:

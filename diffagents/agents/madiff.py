@@ -42,14 +42,14 @@ from diffagents.agents.madiff_data import (
     step_targets,
 )
 from diffagents.agents.plan_cache import PlanCache
-from diffagents.cuda_graph import maybe_graphed
-from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
-from diffagents.guidance import ClassifierFreeGuidance
-from diffagents.roles.joint_planner import AgentInverseDynamics, JointPlanner, JointTemporalUNet
 from diffagents.core.contract import JOINT_WINDOWS
 from diffagents.core.loop import run_training
 from diffagents.core.registry import register_agent
 from diffagents.core.standalone import StandaloneAgent
+from diffagents.cuda_graph import maybe_graphed
+from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
+from diffagents.guidance import ClassifierFreeGuidance
+from diffagents.roles.joint_planner import AgentInverseDynamics, JointPlanner, JointTemporalUNet
 from diffagents.training import EMA, Updater, autocast
 from diffagents.transfer import to_device
 
@@ -75,6 +75,7 @@ class MADiff(StandaloneAgent):
     acting_fields = StandaloneAgent.acting_fields | {"replan_every", "guidance_weight", "target_return",
                                                      "target_quantile", "sampler", "sampler_steps"}
     config: MADiffConfig
+    ema: EMA  # built with the planner, always present
     cpu_preset: ClassVar[dict[str, Any]] = CPU_HYPERPARAMETERS
     """Hyperparameters that fit the CPU budget (``diffagents train`` and the zoo start from them)."""
 

@@ -17,7 +17,7 @@ VP / cosine eps-prediction process with DDPM / DDIM / DPM-Solver++ sampling is a
 layers (``expansion=1``) where SynthER's has one; the EMA uses a warm-up (decay ``1 - (1 + k)^-0.75`` capped
 at ``ema_decay``) so short CPU fits are usable; the terminal flag is thresholded at 0.5 as in the paper.
 
-CPU budget (compute-budget.md Sec. 6, 1 thread): the paper configuration (width 2048, 100k steps, 128 Heun
+CPU budget (docs/compute-budget.md Sec. 6, 1 thread): the paper configuration (width 2048, 100k steps, 128 Heun
 steps, millions of samples) takes days; width 256-512 x 3-4 blocks, 20-50k steps and 32-64 sampling steps fit
 in 20-30 minutes.
 
@@ -41,16 +41,16 @@ from gymnasium import spaces
 
 from diffagents.agents.synther_data import start_states, transition_arrays
 from diffagents.agents.synther_upsample import default_upsampled_id, write_upsampled
-from diffagents.data import GaussianNormalizer, ObsFlattener, load_dataset
-from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
-from diffagents.guidance import Inpaint
-from diffagents.nn import ResidualMLPDenoiser
-from diffagents.roles.synthesizer import EDMProcess, TransitionSynthesizer
 from diffagents.core.config import AgentConfig
 from diffagents.core.contract import TRANSITION_ROWS
 from diffagents.core.loop import run_training
 from diffagents.core.registry import register_agent
 from diffagents.core.standalone import StandaloneAgent
+from diffagents.data import GaussianNormalizer, ObsFlattener, load_dataset
+from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
+from diffagents.guidance import Inpaint
+from diffagents.nn import ResidualMLPDenoiser
+from diffagents.roles.synthesizer import EDMProcess, TransitionSynthesizer
 from diffagents.spaces import space_from_dict, space_to_dict
 from diffagents.training import EMA, Updater
 

@@ -177,7 +177,7 @@ def restore_agent(agent: Any, ckpt: Checkpoint, where: str) -> None:
     agent.load_extra_state(ckpt.meta.get("extra", {}))
 
 
-def load_agent(cls: type, path: Any, *, env: Any = None, device: torch.device | str = "auto",
+def load_agent(cls: Any, path: Any, *, env: Any = None, device: torch.device | str = "auto",
                dataset: Any = None) -> Any:
     """``cls.load(path, env=..., device=..., dataset=...)`` for every registered agent; never unpickles.
 
@@ -192,7 +192,7 @@ def load_agent(cls: type, path: Any, *, env: Any = None, device: torch.device | 
 
     ckpt = upgrade_legacy(read_checkpoint(path))
     algo = algo_of(ckpt.meta)
-    target = cls
+    target: Any = cls
     if getattr(cls, "agent_name", None) is None or "agent_name" not in vars(cls):  # a base class: dispatch
         try:
             target = get_agent_class(str(algo))
