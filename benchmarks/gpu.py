@@ -113,7 +113,7 @@ def madiff_rows(dev: torch.device, mode: str, n: int, sync: bool) -> list[dict[s
     """MADiff-C on mpe2 simple_spread (N=3) with a 250-step expert dataset and ``CPU_HYPERPARAMETERS``."""
     from mpe2 import simple_spread_v3
 
-    from diffagents.agents.madiff import CPU_HYPERPARAMETERS, MADiff
+    from diffagents.agents.multiagent.madiff import CPU_HYPERPARAMETERS, MADiff
     from diffagents.data import make_dataset
 
     env = functools.partial(simple_spread_v3.parallel_env, N=3, max_cycles=25, continuous_actions=True)

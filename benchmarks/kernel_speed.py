@@ -93,7 +93,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, floa
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [f"| agent | steps/s old | steps/s new | new/old | latency ms old | latency ms new | new/old |",
+    lines = ["| agent | steps/s old | steps/s new | new/old | latency ms old | latency ms new | new/old |",
              "|---|---|---|---|---|---|---|"]
     for agent, m in sorted(result["agents"].items()):
         lines.append(f"| {agent} | {m.get('old_steps_per_s', float('nan')):.1f} | "

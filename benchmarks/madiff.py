@@ -10,7 +10,7 @@ seeds of the per-seed mean. Then:
   with the recipe's scripted expert (``assigned_landmark`` / ``drive_action`` generalise to any N), with
   reference scores measured here (uniform random and expert team returns over ``--ref-episodes`` episodes).
 * **Decision latency** per joint step (one ``predict`` call, batch of one env, ``deterministic=True``) for N=3
-  and N=6, for the trained configuration and for :data:`diffagents.agents.madiff.CPU_HYPERPARAMETERS`.
+  and N=6, for the trained configuration and for :data:`diffagents.agents.multiagent.madiff.CPU_HYPERPARAMETERS`.
 
 Writes ``benchmarks/results/madiff.md`` and ``.json`` (``--out`` changes the stem).
 
@@ -171,7 +171,7 @@ class IndependentDQL:
 
 # ---------------------------------------------------------------------------------------------- runs
 def madiff_hparams(args: argparse.Namespace) -> dict[str, Any]:
-    from diffagents.agents.madiff import CPU_HYPERPARAMETERS
+    from diffagents.agents.multiagent.madiff import CPU_HYPERPARAMETERS
 
     hp = dict(CPU_HYPERPARAMETERS)
     given = {"dim": args.dim, "dim_mults": tuple(args.dim_mults) if args.dim_mults else None,
@@ -186,7 +186,7 @@ def train_eval(method: str, dataset_id: str, n: int, args: argparse.Namespace, s
     """Train one method on one dataset with one seed and evaluate it (runs in a worker process with ``--jobs``)."""
     import minari
 
-    from diffagents.agents.madiff import MADiff
+    from diffagents.agents.multiagent.madiff import MADiff
 
     torch.set_num_threads(1)
     dataset = minari.load_dataset(dataset_id)
@@ -207,7 +207,7 @@ def train_eval(method: str, dataset_id: str, n: int, args: argparse.Namespace, s
 
 def latency(n: int, hp: dict[str, Any], decentralized: bool, dataset: Any, steps: int) -> float:
     """Median ms per joint ``predict`` on real observations (weights untrained: latency does not depend on them)."""
-    from diffagents.agents.madiff import MADiff
+    from diffagents.agents.multiagent.madiff import MADiff
 
     agent = MADiff(spread(n), dataset, seed=0, decentralized=decentralized, **hp).learn(1, log_interval=0)
     env = spread(n)()
@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["n4"][method] = summarise(rows)
             else:
                 results["scores"][f"{label}/{method}"] = summarise(rows)
-    from diffagents.agents.madiff import CPU_HYPERPARAMETERS
+    from diffagents.agents.multiagent.madiff import CPU_HYPERPARAMETERS
 
     configs = {"trained": madiff_hparams(args), "cpu-default": dict(CPU_HYPERPARAMETERS)}
     for n in args.latency_agents:

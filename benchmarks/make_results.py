@@ -87,7 +87,7 @@ def agent_table(cards: list[dict]) -> str:
 
 def generator_table(cards: list[dict]) -> str:
     lines = ["\n### Generators (SynthER)\n", "Judged by dynamics fidelity: the simulator is put in each sampled s and "
-             "stepped with its a (`diffagents.agents.synther_fidelity`); s' error is the per-dimension MSE divided by "
+             "stepped with its a (`diffagents.agents.synthesis.synther_fidelity`); s' error is the per-dimension MSE divided by "
              "the data variance. Downstream: d3rlpy TD3+BC on the upsampled vs the original dataset "
              "(`benchmarks/synther_offline.py`).\n",
              "| zoo id | dataset | gradient steps | seed | reward abs err | s' standardised MSE (mean / median) | "

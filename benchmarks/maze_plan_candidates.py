@@ -91,8 +91,8 @@ def main() -> None:
     from common import hardware
 
     from diffagents import zoo
-    from diffagents.agents.plan_support import VisitedPositions
     from diffagents.data import make_dataset
+    from diffagents.execution.plan_support import VisitedPositions
 
     dataset = zoo.card(args.agent)["dataset"]
     ds = make_dataset(dataset)

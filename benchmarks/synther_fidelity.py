@@ -2,7 +2,7 @@
 
 For each synthetic transition ``(s, a, r, s')`` the simulator is put in the state ``s`` and stepped with ``a``;
 the true ``(r*, s'*)`` are compared with the generated ones (Lu et al. 2023, Sec. 4 report the same kind of
-"dynamics error"); the state rebuild is :mod:`diffagents.agents.synther_fidelity`'s.
+"dynamics error"); the state rebuild is :mod:`diffagents.agents.synthesis.synther_fidelity`'s.
 
 Rows of the table:
 
@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import hardware, write  # noqa: E402
-from diffagents.agents.synther_fidelity import fidelity_errors as errors  # noqa: E402
-from diffagents.agents.synther_fidelity import simulator_step as true_step  # noqa: E402
+from diffagents.agents.synthesis.synther_fidelity import fidelity_errors as errors  # noqa: E402
+from diffagents.agents.synthesis.synther_fidelity import simulator_step as true_step  # noqa: E402
 
 ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
 

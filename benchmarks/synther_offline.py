@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     import minari
     from minari.storage import get_dataset_path
 
-    from diffagents.agents.synther_upsample import config_summary
+    from diffagents.agents.synthesis.synther_upsample import config_summary
     from diffagents.data import make_dataset, reference_scores, to_transitions
     from diffagents.evaluation import normalized_scores
 

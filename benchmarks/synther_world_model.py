@@ -1,6 +1,6 @@
 """SynthER as a world model: one-step error of ``SynthER.as_env`` and a short SB3 SAC run inside it.
 
-``SynthER.as_env(dataset)`` (:class:`diffagents.agents.synther_env.SynthEREnv`) steps by sampling ``(r, s', d)``
+``SynthER.as_env(dataset)`` (:class:`diffagents.agents.synthesis.synther_env.SynthEREnv`) steps by sampling ``(r, s', d)``
 given ``(s, a)`` with the ``(s, a)`` entries inpainted. This script takes the zoo's generator of a MuJoCo
 dataset (``synther-<env>-<dataset>``) and reports:
 
@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import hardware, write  # noqa: E402
-from diffagents.agents.synther_fidelity import fidelity_errors  # noqa: E402
+from diffagents.agents.synthesis.synther_fidelity import fidelity_errors  # noqa: E402
 
 
 class UniformRandom:

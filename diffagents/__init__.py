@@ -13,7 +13,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _FUNCTIONS = {  # public functions that are not agents
-    "distill": "diffagents.agents.distill",
+    "distill": "diffagents.agents.policies.distill",
     "get_agent_class": "diffagents.core.registry",
     "list_agents": "diffagents.core.registry",
 }

@@ -111,7 +111,7 @@ def build_agent(name: str, env: Any, dataset: Any, *, device: str = "cpu", seed:
     cls: Any = info.cls
     kw = {**sizes(cls, quick), **overrides}
     if info.kind == "distilled":
-        from diffagents.agents.distill import distill
+        from diffagents.agents.policies.distill import distill
 
         teacher_cls = get_agent_class(cls.config_class().teacher)
         teacher = teacher_cls(env=env, dataset=dataset, seed=seed, device=device, **sizes(teacher_cls, quick))

@@ -191,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from diffagents.agents.base import OfflineAgent
+    from diffagents.core.offline import OfflineAgent
     from diffagents.data import load_dataset as load_ds
     from diffagents.evaluation import evaluate_agent
 

@@ -1,7 +1,7 @@
 """Figures: a planner's planned vs executed trajectory, an agent's rollout, learning curves (matplotlib, Agg).
 
 * :func:`rollout` runs one deterministic episode and records the flat states, the actions and, for planners
-  (agents whose ``predict`` state is a :class:`~diffagents.agents.plan_cache.PlanCache`: Diffuser,
+  (agents whose ``predict`` state is a :class:`~diffagents.execution.plan_cache.PlanCache`: Diffuser,
   DecisionDiffuser), every plan at the step it was made, mapped back to env units.
 * :func:`plot_plan` draws the planned windows against the executed states in the first two state dimensions
   (x-y for PointMaze, over the maze walls and the goal).
@@ -53,7 +53,7 @@ def _plan_states(agent: Any, plan: Any) -> np.ndarray:
 
 def rollout(agent: Any, env: Any, seed: int = 0, max_steps: int | None = None) -> Rollout:
     """Run one deterministic episode of ``agent`` on ``env`` (reset with ``seed``) and record it."""
-    from diffagents.agents.plan_cache import PlanCache
+    from diffagents.execution.plan_cache import PlanCache
 
     obs, _ = env.reset(seed=seed)
     states, actions, plans, ret = [agent.flattener(obs)], [], [], 0.0

@@ -1,6 +1,6 @@
 """Training components shared by every agent: optimizer wrapper, EMA of weights, LR schedules, guards.
 
-The agents' ``learn()`` loop (in :mod:`diffagents.agents.base`) composes these; no agent writes its own optimizer
+The agents' ``learn()`` loop (in :mod:`diffagents.core.offline`) composes these; no agent writes its own optimizer
 or EMA code. Nothing here reads values back to the host except :func:`check_finite`, which callers run only at
 logging intervals.
 """

@@ -20,7 +20,7 @@ from diffagents.wrappers.pettingzoo import evaluate
 from mpe2 import simple_spread_v3
 
 from diffagents import MADiff
-from diffagents.agents.madiff import CPU_HYPERPARAMETERS
+from diffagents.agents.multiagent.madiff import CPU_HYPERPARAMETERS
 from diffagents.data import make_dataset
 
 SMOKE = dict(dim=8, dim_mults=(1, 2), horizon=8, n_diffusion_steps=10, sampler="ddim", sampler_steps=4,

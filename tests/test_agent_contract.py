@@ -264,7 +264,7 @@ def test_critic_target_bootstraps_on_termination_only(dataset: Any) -> None:
 
 
 def test_q_loss_is_scale_invariant() -> None:
-    from diffagents.agents.diffusion_ql import normalized_q_loss
+    from diffagents.agents.policies.diffusion_ql import normalized_q_loss
 
     q1, q2 = torch.randn(64) + 3.0, torch.randn(64) + 3.0
     torch.testing.assert_close(normalized_q_loss(q1, q2), normalized_q_loss(100 * q1, 100 * q2))

@@ -204,12 +204,12 @@ def test_enjoy_names_the_opengl_setting_when_mujoco_cannot_render(tmp_path: Path
 
 def use_temporary_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the zoo registry (recipes, weights, cards) and the Minari root at empty folders under ``tmp_path``."""
-    from diffagents.zoo import registry
+    from diffagents.zoo import catalog
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     for name in ("recipes", "weights", "cards"):
         (tmp_path / name).mkdir()
-        monkeypatch.setattr(registry, name.upper(), tmp_path / name)
+        monkeypatch.setattr(catalog, name.upper(), tmp_path / name)
 
 
 def test_recipe_weights_dtype_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,7 +271,7 @@ def test_zoo_trains_loads_and_evaluates_a_madiff_entry(tmp_path: Path, monkeypat
     import imageio.v2 as imageio
     import numpy as np
     import yaml
-    from diffagents.zoo import registry
+    from diffagents.zoo import catalog
     from diffagents.zoo.enjoy import record_episode
 
     from diffagents import MADiff
@@ -300,8 +300,8 @@ def test_zoo_trains_loads_and_evaluates_a_madiff_entry(tmp_path: Path, monkeypat
     ev = card["evaluation"]
     assert ev["episodes"] == 1 and ev["seed"] == 10_000 and ev["deterministic"] is True
     assert all(math.isfinite(ev[k]) for k in ("return_mean", "return_std", "normalized_mean", "normalized_std"))
-    assert read_checkpoint(registry.WEIGHTS / f"{zoo_id}.zip").optimizers == {}  # inference-only
-    assert card["weights_bytes"] == (registry.WEIGHTS / f"{zoo_id}.zip").stat().st_size
+    assert read_checkpoint(catalog.WEIGHTS / f"{zoo_id}.zip").optimizers == {}  # inference-only
+    assert card["weights_bytes"] == (catalog.WEIGHTS / f"{zoo_id}.zip").stat().st_size
     assert [row["id"] for row in zoo.list_agents()] == [zoo_id]
 
     env_fn = zoo.make_env(zoo_id)  # from the card: no dataset needed
@@ -335,7 +335,7 @@ def test_zoo_fits_loads_and_evaluates_a_synther_generator(tmp_path: Path, monkey
     import yaml
 
     from diffagents import SynthER
-    from diffagents.agents.synther_fidelity import simulator_step
+    from diffagents.agents.synthesis.synther_fidelity import simulator_step
 
     use_temporary_zoo(tmp_path, monkeypatch)
     zoo_id = "synther-hopper-random-tiny"
@@ -372,7 +372,7 @@ def test_zoo_distills_a_one_step_student_of_a_zoo_teacher(tmp_path: Path, monkey
     """A DistilledPolicy recipe loads its teacher from the zoo, distills it, and loads and evaluates without it."""
     import yaml
 
-    from diffagents.agents.distill import DistilledPolicy
+    from diffagents.agents.policies.distill import DistilledPolicy
 
     use_temporary_zoo(tmp_path, monkeypatch)
     data = {"dataset": "diffagents/pendulum/expert-v0", "dataset_size": 400, "env": "Pendulum-v1", "seed": 0,
@@ -405,7 +405,6 @@ def test_zoo_distills_a_one_step_student_of_a_zoo_teacher(tmp_path: Path, monkey
 
 def test_evaluation_reads_reference_scores_from_the_card(monkeypatch: pytest.MonkeyPatch) -> None:
     """Scoring a zoo agent never regenerates its (possibly 1M-step) dataset just for the normalization scores."""
-    from diffagents.zoo import registry
 
     import diffagents.data
 
@@ -415,18 +414,18 @@ def test_evaluation_reads_reference_scores_from_the_card(monkeypatch: pytest.Mon
     monkeypatch.setattr(diffagents.data, "make_dataset", no_dataset)
     for zoo_id in AGENTS:
         lo, hi = zoo.card(zoo_id)["reference_scores"]
-        assert registry._reference(zoo.entries()[zoo_id]) == (lo, hi)
+        assert zoo.registry._reference(zoo.entries()[zoo_id]) == (lo, hi)
 
 
 def _tiny_diffuser_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: int, eval_episodes: int,
                        **hyper: Any) -> tuple[dict[str, Any], Path]:
     """A temporary zoo holding one tiny Diffuser recipe ``diffuser-tiny-umaze``: (the recipe, its YAML path)."""
     import yaml
-    from diffagents.zoo import registry
+    from diffagents.zoo import catalog
 
     for name in ("RECIPES", "WEIGHTS", "CARDS"):
         (tmp_path / name).mkdir()
-        monkeypatch.setattr(registry, name, tmp_path / name)
+        monkeypatch.setattr(catalog, name, tmp_path / name)
     recipe = {"algo": "Diffuser", "dataset": "diffagents/pointmaze/umaze-v0", "dataset_size": 1200,
               "env": "PointMaze_UMaze-v3", "steps": steps, "seed": 0, "eval_episodes": eval_episodes,
               "hyperparameters": {"horizon": 8, "dim": 16, "dim_mults": [1, 2], "n_diffusion_steps": 4,
@@ -443,13 +442,13 @@ def _tiny_diffuser_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: i
 def test_rescore_applies_acting_settings_only_and_keeps_the_weights(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
-    from diffagents.zoo import registry
+    from diffagents.zoo import catalog
 
     from diffagents.persistence import read_checkpoint
 
     recipe, path = _tiny_diffuser_zoo(tmp_path, monkeypatch, steps=2, eval_episodes=2)
     trained = zoo.train("diffuser-tiny-umaze", device="cpu")
-    before = read_checkpoint(registry.WEIGHTS / "diffuser-tiny-umaze.zip").weights
+    before = read_checkpoint(catalog.WEIGHTS / "diffuser-tiny-umaze.zip").weights
 
     recipe["hyperparameters"].update(follow_stall_steps=5, follow_gains=[8.0, 1.0])  # acting settings
     path.write_text(yaml.safe_dump(recipe))
@@ -461,7 +460,7 @@ def test_rescore_applies_acting_settings_only_and_keeps_the_weights(tmp_path: Pa
         {k: v for k, v in trained.items() if k not in ("evaluation", "hyperparameters", "weights_bytes")}
     agent = zoo.load("diffuser-tiny-umaze", device="cpu")
     assert agent.config.follow_stall_steps == 5 and list(agent.config.follow_gains) == [8.0, 1.0]
-    after = read_checkpoint(registry.WEIGHTS / "diffuser-tiny-umaze.zip").weights
+    after = read_checkpoint(catalog.WEIGHTS / "diffuser-tiny-umaze.zip").weights
     for part, tensors in before.items():
         for name, value in tensors.items():
             assert torch.equal(value, after[part][name]), (part, name)
@@ -483,7 +482,7 @@ def test_rescore_applies_acting_settings_only_and_keeps_the_weights(tmp_path: Pa
 def test_zoo_train_resumes_from_its_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A recipe trained in two pieces (``--checkpoint-dir``) ends with the weights of an uninterrupted run."""
     import yaml
-    from diffagents.zoo import registry
+    from diffagents.zoo import catalog
 
     from diffagents.persistence import read_checkpoint
 
@@ -503,7 +502,7 @@ def test_zoo_train_resumes_from_its_checkpoints(tmp_path: Path, monkeypatch: pyt
     assert resumed["resumed_from_step"] == 4 and resumed["gradient_steps"] == 6
     assert resumed["wall_time_s"] >= first["wall_time_s"]  # both pieces
     a = read_checkpoint(tmp_path / "whole" / "diffuser-tiny-umaze.zip").weights
-    b = read_checkpoint(registry.WEIGHTS / "diffuser-tiny-umaze.zip").weights
+    b = read_checkpoint(catalog.WEIGHTS / "diffuser-tiny-umaze.zip").weights
     assert a.keys() == b.keys()
     for part, tensors in a.items():
         for name, value in tensors.items():

@@ -18,7 +18,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from diffagents.agents.cpql import CPQL, CPQLConfig, OfflineCPQL, OnlineCPQL, cpql_train_step
+from diffagents.agents.policies.cpql import CPQL, CPQLConfig, OfflineCPQL, OnlineCPQL, cpql_train_step
 from diffagents.diffusion import karras_sigmas
 from diffagents.nn import MLPDenoiser
 from diffagents.persistence import CheckpointError

@@ -14,7 +14,7 @@ import torch
 from agent_fixtures import make_pendulum_dataset
 
 from diffagents import Diffuser, DiffusionQL
-from diffagents.agents.diffusion_ql import DiffusionQLConfig
+from diffagents.agents.policies.diffusion_ql import DiffusionQLConfig
 from diffagents.core.config import AgentConfig
 from diffagents.cuda_graph import GraphedCall, keep_alive, maybe_graphed
 

@@ -14,8 +14,9 @@ from agent_fixtures import make_pendulum_dataset
 from diffagents.wrappers.chunks import ChunkedActionWrapper
 from gymnasium.utils.env_checker import check_env
 
-from diffagents.agents.diffusion_policy import DiffusionPolicy, chunk_window_rows
-from diffagents.agents.plan_cache import PlanCache
+from diffagents.agents.policies.diffusion_policy import DiffusionPolicy
+from diffagents.data.batches import chunk_window_rows
+from diffagents.execution.plan_cache import PlanCache
 
 SMALL: dict[str, Any] = dict(obs_horizon=2, pred_horizon=8, action_horizon=4, dim=8, dim_mults=(1, 2), n_diffusion_steps=10,
              sampler_steps=3, batch_size=8, lr_warmup_steps=2)

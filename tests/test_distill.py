@@ -15,10 +15,10 @@ import pytest
 import torch
 from agent_fixtures import make_pendulum_dataset
 
-from diffagents.agents.diffusion_policy import DiffusionPolicy
-from diffagents.agents.diffusion_ql import DiffusionQL
-from diffagents.agents.distill import DistilledPolicy, distill
-from diffagents.agents.idql import IDQL
+from diffagents.agents.policies.diffusion_policy import DiffusionPolicy
+from diffagents.agents.policies.diffusion_ql import DiffusionQL
+from diffagents.agents.policies.distill import DistilledPolicy, distill
+from diffagents.agents.policies.idql import IDQL
 from diffagents.diffusion import DDIMSampler, NoiseSchedule, sample_loop
 from diffagents.nn import MLPDenoiser
 from diffagents.persistence import CheckpointError

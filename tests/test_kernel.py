@@ -65,7 +65,7 @@ def build(name: str, data: dict[str, Any], seed: int = 0, **extra: Any) -> Any:
 def trained(name: str, data: dict[str, Any], steps: int = 3) -> Any:
     info = next(i for i in agent_infos() if i.name == name)
     if info.kind == "distilled":
-        from diffagents.agents.distill import distill
+        from diffagents.agents.policies.distill import distill
 
         teacher = trained(info.cls.config_class().teacher, data)
         return distill(teacher, steps=steps, seed=0, **info.cls.tiny_config())

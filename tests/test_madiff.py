@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffagents.agents.madiff import CPU_HYPERPARAMETERS, MADiff, MADiffConfig
-from diffagents.agents.madiff_data import _prepend_history
+from diffagents.agents.multiagent.madiff import CPU_HYPERPARAMETERS, MADiff, MADiffConfig
+from diffagents.agents.multiagent.madiff_data import _prepend_history
 from diffagents.nn import AgentAttention
 from diffagents.persistence import CheckpointError
 from diffagents.roles.joint_planner import AgentInverseDynamics, JointTemporalUNet

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from diffagents import Diffuser
-from diffagents.agents.plan_support import VisitedPositions
+from diffagents.execution.plan_support import VisitedPositions
 from diffagents.persistence import CheckpointError
 
 
@@ -124,7 +124,7 @@ def test_a_checkpoint_with_a_malformed_grid_is_refused(maze: Any, tmp_path: Path
 
 
 def test_plan_selection_is_validated() -> None:
-    from diffagents.agents.diffuser import DiffuserConfig
+    from diffagents.agents.planners.diffuser import DiffuserConfig
 
     with pytest.raises(ValueError, match="plan_selection"):
         DiffuserConfig(plan_selection="shortest")

@@ -110,8 +110,8 @@ def test_set_sampler_swaps_the_act_time_sampler(cls: type, dataset: Any) -> None
 
 
 def test_every_planner_refuses_a_clip_without_a_bounded_normalizer() -> None:
-    from diffagents.agents.diffuser import DiffuserConfig
-    from diffagents.agents.madiff_config import MADiffConfig
+    from diffagents.agents.multiagent.madiff_config import MADiffConfig
+    from diffagents.agents.planners.diffuser import DiffuserConfig
 
     for cfg in (DiffuserConfig, MADiffConfig):
         cfg(clip_denoised=True, obs_normalization="minmax")
@@ -236,7 +236,7 @@ def test_maze_follow_replans_only_an_env_that_stalls_short_of_the_plan_end(maze_
 
 
 def test_follow_stall_steps_must_be_positive() -> None:
-    from diffagents.agents.diffuser import DiffuserConfig
+    from diffagents.agents.planners.diffuser import DiffuserConfig
 
     with pytest.raises(ValueError, match="follow_stall_steps"):
         DiffuserConfig(follow_stall_steps=0)

@@ -110,7 +110,7 @@ def test_loaders_preserve_every_step(obs_space: spaces.Box, act_space: spaces.Bo
 
 def test_unscaled_actions_never_step_past_float32_bounds() -> None:
     """Regression (found by hypothesis): rounding to float32 put an action one ulp above the bound."""
-    from diffagents.agents.base import OfflineAgent
+    from diffagents.core.offline import OfflineAgent
 
     class Holder:
         action_space = spaces.Box(np.float32(-2.0), np.float32(-0.7411905), (1,), np.float32)

@@ -14,7 +14,7 @@ import torch
 from gymnasium import spaces
 
 from diffagents import SynthER
-from diffagents.agents.synther import SynthERConfig, default_upsampled_id
+from diffagents.agents.synthesis.synther import SynthERConfig, default_upsampled_id
 from diffagents.persistence import CheckpointError
 
 torch.set_num_threads(1)
@@ -193,7 +193,7 @@ def test_dynamics_fidelity_is_zero_on_real_transitions_and_grows_with_noise() ->
     """The simulator check behind the fidelity tables and generator zoo cards can tell real from perturbed data."""
     import gymnasium as gym
 
-    from diffagents.agents.synther_fidelity import fidelity_errors, simulator_step
+    from diffagents.agents.synthesis.synther_fidelity import fidelity_errors, simulator_step
 
     env = gym.make("HalfCheetah-v5")
     obs, _ = env.reset(seed=0)

@@ -7,7 +7,7 @@
 * :func:`collect_episodes`: roll a joint policy out into Minari ``EpisodeBuffer`` s with ``Dict({agent: space})``
   layouts and one team reward per step (for ``minari.create_dataset_from_buffers``).
 * :func:`evaluate`: per-episode team returns of an agent with a ``predict(obs_dict, state, episode_start,
-  deterministic)`` method (e.g. :class:`diffagents.agents.madiff.MADiff`) on any Parallel env with Box
+  deterministic)`` method (e.g. :class:`diffagents.agents.multiagent.madiff.MADiff`) on any Parallel env with Box
   observations, and normalised scores when reference scores are given.
 
 PettingZoo is imported only by this module (``import diffagents.wrappers`` stays light).
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pettingzoo.utils.wrappers import BaseParallelWrapper
 
-from diffagents.agents.madiff_data import make_parallel_env  # one implementation, re-exported here
+from diffagents.agents.multiagent.madiff_data import make_parallel_env  # one implementation, re-exported here
 
 JointPolicy = Callable[[dict[str, np.ndarray]], dict[str, Any]]
 

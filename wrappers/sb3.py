@@ -6,7 +6,7 @@ retrain_every=10_000, generator_steps=..., synthetic_size=..., synthesizer_kwarg
 
 * The buffer stores the real transitions exactly like SB3's buffer (actions scaled to [-1, 1]).
 * Every ``retrain_every`` env steps added (``add`` calls x ``n_envs``) it (re)trains a
-  :class:`diffagents.agents.synther.SynthER` generator on the filled part of the real buffer (actions mapped
+  :class:`diffagents.agents.synthesis.synther.SynthER` generator on the filled part of the real buffer (actions mapped
   back to env units), then replaces a synthetic pool of ``synthetic_size`` transitions (actions scaled to
   [-1, 1] again, terminal flags thresholded at 0.5).
 * ``sample(B)`` returns ``B - round(ratio B)`` real rows followed by ``round(ratio B)`` synthetic rows as SB3
@@ -31,7 +31,7 @@ from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
-from diffagents.agents.synther import SynthER
+from diffagents.agents.synthesis.synther import SynthER
 
 _COUNTERS = ("pos", "full", "env_steps_added", "last_retrain", "synthetic_count", "buffer_size", "n_envs")
 
@@ -229,7 +229,7 @@ class SynthERReplayBuffer(_SynthERMixin, ReplayBuffer):
         retrain_every: env steps between generator retrains (paper: 10k).
         generator_steps: gradient steps per retrain (default: the generator's ``train_steps``, paper 100k).
         synthetic_size: synthetic pool size regenerated at each retrain (paper gin: 200k; README: 1M).
-        synthesizer_kwargs: :class:`~diffagents.agents.synther.SynthERConfig` fields plus ``device``.
+        synthesizer_kwargs: :class:`~diffagents.agents.synthesis.synther.SynthERConfig` fields plus ``device``.
         min_real: real transitions needed before the first retrain (default ``retrain_every``).
         warm_start: continue from the previous weights at each retrain.
         generator_batch_size: generator minibatch (default: its ``batch_size``).

@@ -28,7 +28,7 @@ import numpy as np
 from gymnasium import spaces
 from tianshou.data import Batch, ReplayBuffer, ReplayBufferManager
 
-from diffagents.agents.synther import SynthER
+from diffagents.agents.synthesis.synther import SynthER
 
 
 class SynthERTianshouBuffer(ReplayBufferManager):
@@ -43,7 +43,7 @@ class SynthERTianshouBuffer(ReplayBufferManager):
         synthetic_ratio: fraction of synthetic rows in sampled batches.
         retrain_every: real transitions added between retrains.
         generator_steps: gradient steps per retrain (default: the generator's ``train_steps``).
-        synthesizer_kwargs: :class:`~diffagents.agents.synther.SynthERConfig` fields plus ``device``.
+        synthesizer_kwargs: :class:`~diffagents.agents.synthesis.synther.SynthERConfig` fields plus ``device``.
         action_scaling: whether the policy stores [-1, 1] actions (see the module docstring).
         min_real: real transitions needed before the first retrain (default ``retrain_every``).
         sample_steps: sampling steps for the pool.

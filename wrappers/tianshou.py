@@ -32,8 +32,8 @@ import torch
 from tianshou.algorithm.algorithm_base import OfflineAlgorithm, OffPolicyAlgorithm, Policy, TrainingStats
 from tianshou.data import Batch, ReplayBuffer
 
-from diffagents.agents.plan_cache import PlanCache
 from diffagents.core.contract import CHUNKS, TRANSITIONS, WINDOWS
+from diffagents.execution.plan_cache import PlanCache
 from diffagents.transfer import to_device
 
 

@@ -3,7 +3,7 @@
 The recipe names a trained zoo entry as its ``teacher`` (a DiffusionQL, IDQL or DiffusionPolicy on the same
 dataset); ``diffagents zoo train ID`` loads that teacher from the zoo and runs consistency distillation
 (:func:`diffagents.distill`, Song et al. 2023, Alg. 2) for the recipe's ``steps``. Recipe hyperparameters are
-:class:`~diffagents.agents.distill.DistillConfig` fields (``n_levels``, ``ema_decay``, ``n_candidates``, ...).
+:class:`~diffagents.agents.policies.distill.DistillConfig` fields (``n_levels``, ``ema_decay``, ``n_candidates``, ...).
 The trained student is an ordinary single agent: it loads, evaluates and renders without its teacher.
 """
 
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from diffagents.zoo.registry import SingleAgent
+from diffagents.zoo.single_agent import SingleAgent
 
 if TYPE_CHECKING:
-    from diffagents.zoo.registry import ZooEntry
+    from diffagents.zoo.catalog import ZooEntry
 
-    from diffagents.agents.distill import DistilledPolicy
+    from diffagents.agents.policies.distill import DistilledPolicy
 
 
 class Distilled(SingleAgent):
@@ -26,7 +26,7 @@ class Distilled(SingleAgent):
 
     @classmethod
     def build(cls, entry: ZooEntry, dataset: Any, env: Any, device: str) -> DistilledPolicy:
-        from diffagents.zoo.registry import _entry, load
+        from diffagents.zoo.catalog import _entry
 
         from diffagents import distill
 
@@ -35,13 +35,13 @@ class Distilled(SingleAgent):
         if teacher_entry.dataset != entry.dataset:
             raise ValueError(f"zoo recipe {entry.id}: teacher {entry.teacher!r} was trained on "
                              f"{teacher_entry.dataset!r}, expected the recipe's dataset {entry.dataset!r}")
-        teacher = load(entry.teacher, env=env, device=device)
+        teacher = SingleAgent.load(teacher_entry, env, device)  # a distillable teacher is a plain Gymnasium agent
         return distill(teacher, steps=0, dataset=dataset, seed=entry.seed, **cls.hyperparameters(entry))
 
     @staticmethod
     def card_extra(entry: ZooEntry) -> dict[str, Any]:
         """The teacher's id and its card's evaluation, to read the score change next to the student's."""
-        from diffagents.zoo.registry import card
+        from diffagents.zoo.catalog import card
 
         assert entry.teacher is not None
         return {"teacher": {"id": entry.teacher, "evaluation": card(entry.teacher)["evaluation"]}}

@@ -2,8 +2,8 @@
 
 A generator is not an agent: it has no policy to roll out, so its card reports the **dynamics fidelity** of
 ``eval_episodes`` sampled transitions instead of returns (Lu et al. 2023, Sec. 4: put the simulator in the
-generated ``s``, apply the generated ``a`` and compare ``(r, s')``; :mod:`diffagents.agents.synther_fidelity`).
-The recipe's hyperparameters are :class:`~diffagents.agents.synther.SynthERConfig` fields; ``steps`` are
+generated ``s``, apply the generated ``a`` and compare ``(r, s')``; :mod:`diffagents.agents.synthesis.synther_fidelity`).
+The recipe's hyperparameters are :class:`~diffagents.agents.synthesis.synther.SynthERConfig` fields; ``steps`` are
 generator gradient steps. ``benchmarks/synther_offline.py`` adds the downstream result (d3rlpy TD3+BC on the
 upsampled vs the original data) to the card under ``downstream``.
 """
@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffagents.zoo.registry import SingleAgent
+from diffagents.zoo.single_agent import SingleAgent
 
 if TYPE_CHECKING:
-    from diffagents.zoo.registry import ZooEntry
+    from diffagents.zoo.catalog import ZooEntry
 
-    from diffagents.agents.synther import SynthER
+    from diffagents.agents.synthesis.synther import SynthER
 
 
 class Generator(SingleAgent):
@@ -48,6 +48,6 @@ class Generator(SingleAgent):
     @staticmethod
     def evaluate(agent: SynthER, env: Any, n_samples: int, seed: int, reference: Any = None) -> dict[str, Any]:
         """Dynamics fidelity of ``n_samples`` transitions sampled with ``seed``."""
-        from diffagents.agents.synther_fidelity import generator_fidelity
+        from diffagents.agents.synthesis.synther_fidelity import generator_fidelity
 
         return {"samples": n_samples, "seed": seed, **generator_fidelity(agent, env, n_samples, seed)}

@@ -4,7 +4,7 @@ Same methods as :class:`diffagents.zoo.registry.SingleAgent`; the registry picks
 zero-argument factory of the Parallel env that the dataset's ``diffagents_eval_env`` metadata names (only
 ``mpe2`` / ``pettingzoo`` constructors, see :func:`diffagents.wrappers.pettingzoo.env_fn_from_dataset`); the model
 card stores that spec as its ``env``, so loading a trained entry needs no dataset. Recipe hyperparameters are
-applied on top of the agent class's ``cpu_preset`` (MADiff: :data:`diffagents.agents.madiff_config.CPU_HYPERPARAMETERS`).
+applied on top of the agent class's ``cpu_preset`` (MADiff: :data:`diffagents.agents.multiagent.madiff_config.CPU_HYPERPARAMETERS`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffagents.zoo.registry import SingleAgent
+from diffagents.zoo.single_agent import SingleAgent
 
 if TYPE_CHECKING:
-    from diffagents.zoo.registry import ZooEntry
+    from diffagents.zoo.catalog import ZooEntry
 
 
 class MultiAgent(SingleAgent):
@@ -62,7 +62,7 @@ class MultiAgent(SingleAgent):
                  ) -> dict[str, Any]:
         """Team returns over ``n_episodes`` (episode ``i`` seeded ``seed + i``), deterministic actions."""
         from diffagents.wrappers.pettingzoo import evaluate
-        from diffagents.zoo.registry import return_scores
+        from diffagents.zoo.single_agent import return_scores
 
         res = evaluate(agent, env, n_episodes=n_episodes, seed=seed, reference_scores=reference)
         return return_scores(res["returns"], res.get("normalized"), seed)

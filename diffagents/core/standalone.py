@@ -126,7 +126,7 @@ class StandaloneAgent:
         """Atomically write a pickle-free checkpoint (``.zip`` is appended when ``path`` has no suffix);
         ``exclude=["optimizers"]`` writes an inference-only file, adding ``"training_weights"`` leaves out the
         network the EMA copy averages, and ``weights_dtype="float16"`` stores a half-size one (as
-        :meth:`diffagents.agents.base.OfflineAgent.save`)."""
+        :meth:`diffagents.core.offline.OfflineAgent.save`)."""
         return str(save_agent(self, path, exclude, weights_dtype=weights_dtype))
 
     @classmethod

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffagents.agents.base import OfflineAgent
-from diffagents.agents.plan_cache import PlanCache
-from diffagents.agents.window_data import attach_windows
 from diffagents.core.config import AgentConfig
 from diffagents.core.contract import WINDOWS
+from diffagents.core.offline import OfflineAgent
 from diffagents.core.registry import register_agent
+from diffagents.data.batches import attach_windows
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
+from diffagents.execution.plan_cache import PlanCache
 from diffagents.guidance import ClassifierFreeGuidance
 from diffagents.nn import InverseDynamics, TemporalUNet
 from diffagents.roles import TrajectoryPlanner

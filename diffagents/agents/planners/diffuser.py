@@ -19,7 +19,7 @@ which caps its return (``benchmarks/RESULTS.md``, "Planners on PointMaze"); foll
 With ``follow_stall_steps = k`` a followed plan that has not advanced for ``k`` steps short of its end (the agent
 pressed against a wall that the sampled plan cuts through) is replaced by a new plan from where the agent is.
 ``plan_selection="support"`` (ours) samples ``n_samples`` plans and keeps the one with the smallest fraction of
-its path in positions the dataset never visits (:mod:`diffagents.agents.plan_support`), so fewer plans cut
+its path in positions the dataset never visits (:mod:`diffagents.execution.plan_support`), so fewer plans cut
 through walls; the paper plans once (``n_samples = 1``) and ranks candidates by value only in locomotion.
 
 Fast sampling: any sampler of :mod:`diffagents.diffusion` with fewer steps, and warm-start replanning
@@ -35,14 +35,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffagents.agents.base import OfflineAgent
-from diffagents.agents.plan_cache import PlanCache, shift_plans
-from diffagents.agents.plan_support import VisitedPositions
-from diffagents.agents.window_data import attach_windows
 from diffagents.core.config import AgentConfig
 from diffagents.core.contract import WINDOWS
+from diffagents.core.offline import OfflineAgent
 from diffagents.core.registry import register_agent
+from diffagents.data.batches import attach_windows
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
+from diffagents.execution.plan_cache import PlanCache, shift_plans
+from diffagents.execution.plan_support import VisitedPositions
 from diffagents.guidance import GradientGuide
 from diffagents.nn import TemporalUNet, TemporalValue
 from diffagents.roles import TrajectoryPlanner

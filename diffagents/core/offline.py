@@ -6,7 +6,7 @@ Conventions (docs/integration.md Sec. 1.2): one timestep = one gradient step, so
 used for spaces and by evaluation callbacks; it is never stepped. ``learn`` is the one training loop
 (:mod:`diffagents.core.loop`); ``save`` / ``load`` and training checkpoints are the one checkpoint format
 (:mod:`diffagents.core.checkpoint`, JSON + safetensors, never pickle); input validation and action scaling are in
-:mod:`~diffagents.agents.agent_io`.
+:mod:`~diffagents.core.agent_io`.
 
 A concrete agent (one file per paper) provides a config dataclass and the learner contract
 (:mod:`diffagents.core.contract`): ``build``, ``train_step``, ``act``, ``tiny_config`` and its capability flags,
@@ -27,7 +27,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from torch import nn
 
-from diffagents.agents import agent_io
+from diffagents.core import agent_io
 from diffagents.core.checkpoint import load_agent, save_agent
 from diffagents.core.config import AgentConfig
 from diffagents.core.contract import TRANSITIONS
@@ -273,7 +273,7 @@ class OfflineAgent(BaseAlgorithm):
     # ------------------------------------------------------------------ predict
     def prepare_obs(self, observation: Any) -> tuple[torch.Tensor, bool]:
         """Validated, flattened and normalised observations ``(E, obs_dim)`` on the device, and whether the input
-        was a VecEnv batch (see :func:`~diffagents.agents.agent_io.flat_observations`)."""
+        was a VecEnv batch (see :func:`~diffagents.core.agent_io.flat_observations`)."""
         flat, vectorized = agent_io.flat_observations(self.flattener, observation, self.obs_dim,
                                                       self.observation_space)
         return to_device(self.normalize_obs(flat), self.device), vectorized  # pinned, non-blocking on CUDA

@@ -1,7 +1,7 @@
 """Consistency distillation of a trained diffusion actor into a one-step actor (Song et al. 2023, Alg. 2).
 
-``distill(agent, steps=...)`` takes a trained :class:`~diffagents.agents.diffusion_ql.DiffusionQL`,
-:class:`~diffagents.agents.idql.IDQL` or :class:`~diffagents.agents.diffusion_policy.DiffusionPolicy` and returns
+``distill(agent, steps=...)`` takes a trained :class:`~diffagents.agents.policies.diffusion_ql.DiffusionQL`,
+:class:`~diffagents.agents.policies.idql.IDQL` or :class:`~diffagents.agents.policies.diffusion_policy.DiffusionPolicy` and returns
 a :class:`DistilledPolicy`, an agent with the same API (``predict``/``save``/``load``, the teacher's observation
 flattener and normalizers, the same action scaling) whose actor needs one network evaluation per action (or per
 chunk).
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffagents.agents.base import OfflineAgent
 from diffagents.core.config import AgentConfig
 from diffagents.core.contract import CHUNKS
+from diffagents.core.offline import OfflineAgent
 from diffagents.core.registry import register_agent
 from diffagents.diffusion import DDIMSampler
 from diffagents.roles import scored_candidates, select_candidates
@@ -131,7 +131,7 @@ class DistilledPolicy(OfflineAgent):
 
     def _attach_data(self) -> None:
         if self.chunked:
-            from diffagents.agents.diffusion_policy import attach_chunk_windows
+            from diffagents.data.batches import attach_chunk_windows
 
             tc = self.teacher_config
             attach_chunk_windows(self, tc.obs_horizon, tc.pred_horizon)
@@ -180,7 +180,7 @@ class DistilledPolicy(OfflineAgent):
     def act(self, obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, deterministic: bool
              ) -> tuple[torch.Tensor, Any]:
         if self.chunked:
-            from diffagents.agents.diffusion_policy import act_with_chunks
+            from diffagents.execution.chunks import act_with_chunks
 
             tc = self.teacher_config
             return act_with_chunks(obs, state, episode_start, obs_horizon=tc.obs_horizon,
@@ -199,7 +199,7 @@ class DistilledPolicy(OfflineAgent):
         """As :meth:`DiffusionPolicy.predict_chunk` (Diffusion Policy students only)."""
         if not self.chunked:
             raise TypeError("predict_chunk: only a student of a DiffusionPolicy predicts action chunks")
-        from diffagents.agents.diffusion_policy import predict_chunk_with
+        from diffagents.execution.chunks import predict_chunk_with
 
         tc = self.teacher_config
         return predict_chunk_with(self, obs_history, tc.obs_horizon, tc.action_horizon,

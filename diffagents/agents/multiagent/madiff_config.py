@@ -1,6 +1,6 @@
 """Hyperparameters of MADiff (Zhu et al., NeurIPS 2024): :class:`MADiffConfig` (paper / ``zbzhu99/madiff``
 defaults) and :data:`CPU_HYPERPARAMETERS` (a preset that trains in the CPU budget). The agent is
-:class:`diffagents.agents.madiff.MADiff`, which re-exports both names.
+:class:`diffagents.agents.multiagent.madiff.MADiff`, which re-exports both names.
 """
 
 from __future__ import annotations

@@ -21,10 +21,10 @@ CPU budget (docs/compute-budget.md Sec. 6, 1 thread): the paper configuration (w
 steps, millions of samples) takes days; width 256-512 x 3-4 blocks, 20-50k steps and 32-64 sampling steps fit
 in 20-30 minutes.
 
-Layout: this module holds the config and the generator; :mod:`~diffagents.agents.synther_data` reads real
-transitions (:data:`~diffagents.agents.synther_data.FIELDS`), :mod:`~diffagents.agents.synther_upsample` writes
+Layout: this module holds the config and the generator; :mod:`~diffagents.agents.synthesis.synther_data` reads real
+transitions (:data:`~diffagents.agents.synthesis.synther_data.FIELDS`), :mod:`~diffagents.agents.synthesis.synther_upsample` writes
 upsampled Minari datasets, the kernel (:mod:`diffagents.core`) implements ``fit``'s loop, ``save`` / ``load``, and
-:mod:`~diffagents.agents.synther_env` the world-model env.
+:mod:`~diffagents.agents.synthesis.synther_env` the world-model env.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from diffagents.agents.synther_data import start_states, transition_arrays
-from diffagents.agents.synther_upsample import default_upsampled_id, write_upsampled
+from diffagents.agents.synthesis.synther_data import start_states, transition_arrays
+from diffagents.agents.synthesis.synther_upsample import default_upsampled_id, write_upsampled
 from diffagents.core.config import AgentConfig
 from diffagents.core.contract import TRANSITION_ROWS
 from diffagents.core.loop import run_training
@@ -235,7 +235,7 @@ class SynthER(StandaloneAgent):
     # ------------------------------------------------------------------ data
     def _arrays(self, data: Any) -> dict[str, np.ndarray]:
         """Env-unit arrays of ``data`` (default: the construction dataset); see
-        :func:`~diffagents.agents.synther_data.transition_arrays`."""
+        :func:`~diffagents.agents.synthesis.synther_data.transition_arrays`."""
         return transition_arrays(self, data)
 
     def to_matrix(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -290,7 +290,7 @@ class SynthER(StandaloneAgent):
         Args:
             data: a Minari dataset / id / folder, a :class:`~diffagents.data.Transitions`, an SB3 ``ReplayBuffer``
                 (only its filled part; its [-1, 1] actions are mapped back to env units) or a dict of arrays
-                (:data:`~diffagents.agents.synther_data.FIELDS`, env units). Default: the ``dataset`` given at
+                (:data:`~diffagents.agents.synthesis.synther_data.FIELDS`, env units). Default: the ``dataset`` given at
                 construction.
             steps: gradient steps; the cosine LR schedule spans them.
             batch_size: minibatch size (default ``config.batch_size``).
@@ -484,8 +484,8 @@ class SynthER(StandaloneAgent):
                                seed=seed, batch_size=batch_size)
 
     def as_env(self, dataset: Any = None, *, max_episode_steps: int = 1000, sample_steps: int | None = None) -> Any:
-        """A Gymnasium env backed by the generator (see :class:`diffagents.agents.synther_env.SynthEREnv`)."""
-        from diffagents.agents.synther_env import SynthEREnv
+        """A Gymnasium env backed by the generator (see :class:`diffagents.agents.synthesis.synther_env.SynthEREnv`)."""
+        from diffagents.agents.synthesis.synther_env import SynthEREnv
 
         return SynthEREnv(self, start_states(self, dataset), max_episode_steps=max_episode_steps,
                           sample_steps=sample_steps)

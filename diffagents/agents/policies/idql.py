@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffagents.agents.base import OfflineAgent
 from diffagents.core.config import AgentConfig
+from diffagents.core.offline import OfflineAgent
 from diffagents.core.registry import register_agent
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.nn import ResidualMLPDenoiser, TwinQ, ValueMLP

@@ -23,7 +23,6 @@ obs_history=To)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffagents.agents.base import OfflineAgent
-from diffagents.agents.plan_cache import PlanCache
 from diffagents.core.config import AgentConfig
 from diffagents.core.contract import CHUNKS
+from diffagents.core.offline import OfflineAgent
 from diffagents.core.registry import register_agent
+from diffagents.data.batches import attach_chunk_windows
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
+from diffagents.execution.chunks import act_with_chunks, predict_chunk_with
 from diffagents.nn import DiT1D, TemporalUNet
 from diffagents.roles.chunk_policy import ActionChunkPolicy
 from diffagents.training import EMA, Updater
@@ -93,93 +93,6 @@ class DiffusionPolicyConfig(AgentConfig):
         self._check(self.sampler in ("ddpm", "ddim", "dpm"), "sampler", "'ddpm', 'ddim' or 'dpm'", self.sampler)
         self._check(0 < self.ema_power and 0 < self.ema_max_decay < 1, "ema_power/ema_max_decay",
                     "power > 0 and max decay in (0, 1)", (self.ema_power, self.ema_max_decay))
-
-
-# ---------------------------------------------------------------------------------------------- data
-def chunk_window_rows(lengths: np.ndarray, obs_horizon: int, pred_horizon: int
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Edge-padded rows for chunk windows: ``(episode of each row, step of each row, window start rows)``.
-
-    Each episode of ``T`` steps becomes ``T + Tp - 1`` rows: ``To - 1`` copies of step 0, steps ``0..T-1`` and
-    ``Tp - To`` copies of step ``T - 1``. The window of current step ``s`` starts at row ``offset + s``.
-    """
-    rows_per_ep = lengths + pred_horizon - 1
-    offsets = np.concatenate([[0], np.cumsum(rows_per_ep)[:-1]]).astype(np.int64)
-    row_ep = np.repeat(np.arange(len(lengths)), rows_per_ep)  # (R,)
-    k = np.arange(len(row_ep), dtype=np.int64) - offsets[row_ep]  # (R,) row within its episode
-    step = np.clip(k - (obs_horizon - 1), 0, lengths[row_ep] - 1)  # (R,)
-    starts = np.concatenate([off + np.arange(n) for off, n in zip(offsets, lengths)]).astype(np.int64)  # (M,)
-    return row_ep, step, starts
-
-
-def attach_chunk_windows(agent: OfflineAgent, obs_horizon: int, pred_horizon: int) -> None:
-    """Set ``agent._sampler`` to a window sampler of ``(obs (B, Tp, O), actions (B, Tp, A))`` in normalised space
-    (fitting the observation normalizer on the real observations if not loaded)."""
-    from diffagents.data import WindowSampler, read_episodes
-
-    table = read_episodes(agent.dataset, flattener=agent.flattener)
-    row_ep, step, starts = chunk_window_rows(table.lengths, obs_horizon, pred_horizon)
-    if "obs" not in agent.normalizers:
-        agent.normalizers["obs"] = agent.fit_obs_normalizer(table.observations)
-    obs = agent.normalize_obs(table.observations[table.obs_offsets[row_ep] + step])
-    act = agent.scale_action(table.actions[table.step_offsets[row_ep] + step])
-    agent._sampler = WindowSampler({"obs": obs, "actions": act}, starts, pred_horizon, device=agent.device)
-
-
-# ---------------------------------------------------------------------------------------------- acting
-def act_with_chunks(obs: torch.Tensor, state: Any, episode_start: np.ndarray | None, *, obs_horizon: int,
-                    action_horizon: int, sample: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, PlanCache]:
-    """Receding-horizon chunk execution through SB3's ``state``.
-
-    Keeps, per env, the last ``To`` observations (an episode start fills the history with its first
-    observation) and the ``Ta`` executable actions of the current chunk; a new chunk is sampled with
-    ``sample(cond (n, To * O)) -> (n, Tp, A)`` when none is cached, after ``Ta`` steps or at an episode start.
-    Returns this step's actions ``(B, A)`` and the cache.
-    """
-    cache = state if isinstance(state, PlanCache) else PlanCache()
-    b = obs.shape[0]
-    idx = cache.due(b, episode_start, action_horizon)  # resets the cache when the batch size changes
-    hist = cache.extra.get("obs_history")
-    if hist is None or hist.shape[0] != b:
-        hist = obs[:, None].expand(-1, obs_horizon, -1).clone()  # (B, To, O)
-    else:
-        hist = torch.cat([hist[:, 1:], obs[:, None]], dim=1)
-        if episode_start is not None:
-            fresh = torch.as_tensor(np.asarray(episode_start, dtype=bool).reshape(-1)[:b], device=obs.device)
-            hist[fresh] = obs[fresh, None].expand(-1, obs_horizon, -1)
-    cache.extra["obs_history"] = hist
-    if len(idx):
-        sub = torch.as_tensor(idx, device=obs.device)
-        chunks = sample(hist[sub].flatten(1))  # (n, Tp, A)
-        start = obs_horizon - 1
-        cache.store(idx, chunks[:, start:start + action_horizon])  # (n, Ta, A)
-    plans, age = cache.current()
-    actions = plans[torch.arange(b, device=obs.device), torch.as_tensor(age, device=obs.device)]
-    cache.advance()
-    return actions, cache
-
-
-def predict_chunk_with(agent: OfflineAgent, obs_history: Any, obs_horizon: int, action_horizon: int,
-                       sample: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
-    """Env-space chunk ``(Ta, A)`` (or ``(B, Ta, A)``) for raw observation histories ``(K, O)`` / ``(B, K, O)``
-    (oldest first); the last ``To`` are used, a shorter history is padded by repeating its oldest entry."""
-    hist = np.asarray(obs_history, dtype=np.float32)
-    if hist.ndim not in (2, 3):
-        raise ValueError(f"obs_history: expected shape (K, {agent.obs_dim}) or (B, K, {agent.obs_dim}), got "
-                         f"{hist.shape}")
-    single = hist.ndim == 2
-    hist = hist[None] if single else hist
-    b, k = hist.shape[:2]
-    if k < obs_horizon:
-        hist = np.concatenate([np.repeat(hist[:, :1], obs_horizon - k, axis=1), hist], axis=1)
-    hist = hist[:, -obs_horizon:]
-    obs, _ = agent.prepare_obs(hist.reshape(b * obs_horizon, -1))
-    agent.policy.set_training_mode(False)
-    with torch.no_grad():
-        chunks = sample(obs.view(b, -1))  # (B, Tp, A)
-    start = obs_horizon - 1
-    act = agent.unscale_action(chunks[:, start:start + action_horizon].float().cpu().numpy())
-    return act[0] if single else act
 
 
 # ---------------------------------------------------------------------------------------------- agent

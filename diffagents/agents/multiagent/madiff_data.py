@@ -1,4 +1,4 @@
-"""Agents, spaces and training data of MADiff (Zhu et al., NeurIPS 2024; see :mod:`diffagents.agents.madiff`).
+"""Agents, spaces and training data of MADiff (Zhu et al., NeurIPS 2024; see :mod:`diffagents.agents.multiagent.madiff`).
 
 * :class:`AgentSpec`: the agents in planner order and their spaces (validated against the env, the dataset and
   checkpoints; errors name the agent and the field), joint observations ``{agent: obs}`` -> ``(E, N, D)`` and
@@ -7,7 +7,7 @@
   condition, Ajay et al. 2023 Eq. 4) and the inverse-dynamics transitions of a multi-agent Minari dataset;
   :func:`_prepend_history` pads episodes for ``K`` history steps (MADiff's ``use_zero_padding=False``).
 * :func:`step_targets` / :func:`roll_history`: per-episode-step target returns and the act-time observation
-  history carried in the :class:`~diffagents.agents.plan_cache.PlanCache`.
+  history carried in the :class:`~diffagents.execution.plan_cache.PlanCache`.
 * :func:`make_parallel_env`: a PettingZoo Parallel env from an instance or a factory.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from diffagents.agents.plan_cache import PlanCache
+from diffagents.execution.plan_cache import PlanCache
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 
 
 class SynthEREnv(gym.Env[Any, np.ndarray]):
-    """Env backed by a fitted :class:`diffagents.agents.synther.SynthER`.
+    """Env backed by a fitted :class:`diffagents.agents.synthesis.synther.SynthER`.
 
     Args:
         generator: the fitted generator.

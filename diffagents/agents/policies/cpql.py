@@ -11,7 +11,7 @@ target are trained on ``r + gamma (1 - terminated) min Q'(s', a')`` with ``a'`` 
 ``n_candidates`` one-step actions and picks one by ``softmax(Q)`` (argmax when deterministic).
 
 One name, two algorithms: ``CPQL(env=..., dataset=...)`` returns an :class:`OfflineCPQL` (an
-:class:`~diffagents.agents.base.OfflineAgent`, one timestep = one gradient step on the Minari data, alpha 1.0) and
+:class:`~diffagents.core.offline.OfflineAgent`, one timestep = one gradient step on the Minari data, alpha 1.0) and
 ``CPQL(env=...)`` returns an :class:`OnlineCPQL` (an SB3 ``OffPolicyAlgorithm`` that collects experience with
 VecEnvs into an SB3 replay buffer, like SAC; alpha 0.05). Both build their networks and compute their losses with
 the same module-level functions; ``CPQL.load`` dispatches on the checkpoint. Both save pickle-free checkpoints
@@ -41,10 +41,10 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from torch import nn
 
-from diffagents.agents.base import OfflineAgent
 from diffagents.core.checkpoint import load_agent, save_agent
 from diffagents.core.config import AgentConfig
 from diffagents.core.contract import TRANSITIONS
+from diffagents.core.offline import OfflineAgent
 from diffagents.core.registry import register_agent
 from diffagents.cuda_graph import maybe_graphed
 from diffagents.nn import MLPDenoiser, TwinQ

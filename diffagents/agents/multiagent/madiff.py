@@ -19,8 +19,8 @@ Eq. 4) and recovers each agent's action by inverse dynamics ``a^i_t = f^i(o^i_t,
 ``predict(obs_dict, state, episode_start, deterministic) -> (action_dict, state)``, and ``save``/``load`` use the
 same pickle-free JSON + safetensors checkpoints (:mod:`diffagents.persistence`).
 
-Layout: this module holds the agent; :mod:`~diffagents.agents.madiff_config` its hyperparameters (re-exported
-here), :mod:`~diffagents.agents.madiff_data` the agents / spaces and the joint training data, and
+Layout: this module holds the agent; :mod:`~diffagents.agents.multiagent.madiff_config` its hyperparameters (re-exported
+here), :mod:`~diffagents.agents.multiagent.madiff_data` the agents / spaces and the joint training data, and
 the kernel (:mod:`diffagents.core`) ``learn``, ``save`` and ``load``.
 """
 
@@ -33,21 +33,21 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from diffagents.agents.madiff_config import CPU_HYPERPARAMETERS, MADiffConfig
-from diffagents.agents.madiff_data import (
+from diffagents.agents.multiagent.madiff_config import CPU_HYPERPARAMETERS, MADiffConfig
+from diffagents.agents.multiagent.madiff_data import (
     AgentSpec,
     make_parallel_env,
     read_joint_data,
     roll_history,
     step_targets,
 )
-from diffagents.agents.plan_cache import PlanCache
 from diffagents.core.contract import JOINT_WINDOWS
 from diffagents.core.loop import run_training
 from diffagents.core.registry import register_agent
 from diffagents.core.standalone import StandaloneAgent
 from diffagents.cuda_graph import maybe_graphed
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
+from diffagents.execution.plan_cache import PlanCache
 from diffagents.guidance import ClassifierFreeGuidance
 from diffagents.roles.joint_planner import AgentInverseDynamics, JointPlanner, JointTemporalUNet
 from diffagents.training import EMA, Updater, autocast
@@ -325,7 +325,7 @@ class MADiff(StandaloneAgent):
 
     # ------------------------------------------------------------------ persistence (core/checkpoint.py)
     def checkpoint_spaces(self) -> dict[str, Any]:
-        """The agents and their spaces (:class:`~diffagents.agents.madiff_data.AgentSpec`)."""
+        """The agents and their spaces (:class:`~diffagents.agents.multiagent.madiff_data.AgentSpec`)."""
         return {"agents": self.spec.to_dict()}
 
     @classmethod

@@ -1,25 +1,25 @@
 """Real transitions for SynthER (Lu et al. 2023, Sec. 3): the ``[s, a, r, s', terminal]`` arrays the generator
 is fitted on, from a Minari dataset / id, :class:`~diffagents.data.Transitions`, an SB3 ``ReplayBuffer`` or a
-dict of arrays, and the episode-start states of :meth:`~diffagents.agents.synther.SynthER.as_env`.
-"""
+dict of arrays, and the episode-start states of :meth:`~diffagents.agents.synthesis.synther.SynthER.as_env`.
+
+
+The generator is typed ``Any`` here: :mod:`~diffagents.agents.synthesis.synther` imports this module, never the
+reverse."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from diffagents.data import ObsFlattener, load_dataset, to_transitions
 from diffagents.spaces import spaces_equal
 
-if TYPE_CHECKING:
-    from diffagents.agents.synther import SynthER
-
 #: Keys of the env-unit transition dicts the generator fits on and samples.
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminations")
 
 
-def transition_arrays(gen: SynthER, data: Any) -> dict[str, np.ndarray]:
+def transition_arrays(gen: Any, data: Any) -> dict[str, np.ndarray]:
     """Env-unit arrays from a Minari dataset / id, ``Transitions``, SB3 ``ReplayBuffer`` or dict of arrays."""
     data = gen.dataset if data is None else data
     if data is None:
@@ -47,7 +47,7 @@ def transition_arrays(gen: SynthER, data: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
-def start_states(gen: SynthER, data: Any = None) -> np.ndarray:
+def start_states(gen: Any, data: Any = None) -> np.ndarray:
     """Flat episode-start observations of ``data`` (all observations for buffers / dicts without episodes)."""
     data = gen.dataset if data is None else data
     if data is None:

@@ -1,24 +1,24 @@
 """Offline upsampling with SynthER (Lu et al. 2023, Sec. 4): a new Minari dataset holding every real episode
 plus generated transitions, each stored as a one-step episode.
 
-:func:`write_upsampled` implements :meth:`diffagents.agents.synther.SynthER.upsample`.
-"""
+:func:`write_upsampled` implements :meth:`diffagents.agents.synthesis.synther.SynthER.upsample`.
+
+
+The generator is typed ``Any`` here: :mod:`~diffagents.agents.synthesis.synther` imports this module, never the
+reverse."""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from diffagents.spaces import spaces_equal
 
-if TYPE_CHECKING:
-    from diffagents.agents.synther import SynthER
 
-
-def config_summary(gen: SynthER) -> str:
+def config_summary(gen: Any) -> str:
     """A one-line JSON summary of the generator (recorded in upsampled datasets)."""
     return json.dumps({"config": gen.config.to_dict(), "num_timesteps": gen.num_timesteps, "seed": gen.seed},
                       sort_keys=True)
@@ -30,7 +30,7 @@ def default_upsampled_id(dataset_id: str, n: int) -> str:
     return f"{stem}-synther{n}-v{version}" if sep and version.isdigit() else f"{dataset_id}-synther{n}-v0"
 
 
-def write_upsampled(gen: SynthER, ds: Any, n: int, new_id: str | None, *, seed: int | None,
+def write_upsampled(gen: Any, ds: Any, n: int, new_id: str | None, *, seed: int | None,
                     batch_size: int | None) -> Any:
     """Implementation of :meth:`SynthER.upsample` (real episodes copied, synthetic ones as 1-step episodes)."""
     import warnings
@@ -68,7 +68,7 @@ def write_upsampled(gen: SynthER, ds: Any, n: int, new_id: str | None, *, seed: 
         warnings.simplefilter("ignore", UserWarning)
         out = minari.create_dataset_from_buffers(
             new_id, buffers, env=env_spec, algorithm_name="SynthER", author="diffagents",
-            author_email="diffagents@localhost", code_permalink="diffagents.agents.synther.SynthER.upsample",
+            author_email="diffagents@localhost", code_permalink="diffagents.agents.synthesis.synther.SynthER.upsample",
             observation_space=None if env_spec is not None else ds.observation_space,
             action_space=None if env_spec is not None else ds.action_space,
             ref_min_score=refs[0] if refs else None, ref_max_score=refs[1] if refs else None,

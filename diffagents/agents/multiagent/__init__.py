@@ -1,0 +1,1 @@
+"""Multiagent (one file per paper; registered with the kernel)."""

@@ -1,0 +1,1 @@
+"""Planners (one file per paper; registered with the kernel)."""

@@ -1,0 +1,1 @@
+"""Policies (one file per paper; registered with the kernel)."""

@@ -1,0 +1,1 @@
+"""Synthesis (one file per paper; registered with the kernel)."""
