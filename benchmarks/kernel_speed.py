@@ -1,7 +1,7 @@
 """Speed before and after a refactor: ``diffagents bench`` of an older revision beside this one, in one run.
 
-The older revision is checked out with ``git worktree`` into a temporary folder and imported from there
-(``PYTHONPATH``), the current one from this checkout; the two are run alternately (``--rounds`` pairs, one thread
+Both revisions are checked out with ``git worktree`` into a temporary folder and imported from there
+(``PYTHONPATH``; ``--new`` defaults to ``HEAD``, so edits in the working tree do not leak into the run); the two are run alternately (``--rounds`` pairs, one thread
 each, one process at a time) so drifts of the machine hit both. Reports gradient steps/s and batch-1 decision
 latency per agent (median over rounds) and the ratio new / old.
 
@@ -37,6 +37,7 @@ def bench(tree: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--old", required=True, help="git revision to compare against")
+    p.add_argument("--new", default="HEAD", help="git revision measured against --old")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--repeats", type=int, default=9)
@@ -45,21 +46,24 @@ def main() -> None:
     args = p.parse_args()
     runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="diffagents_old_") as tmp:
-        old_tree = Path(tmp) / "old"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old_tree), args.old], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        trees = {label: Path(tmp) / label for label in ("old", "new")}
+        for label, rev in (("old", args.old), ("new", args.new)):
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(trees[label]), rev],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for r in range(args.rounds):
-                for label, tree in (("old", old_tree), ("new", ROOT)):
+                for label, tree in trees.items():
                     info = bench(tree, args, Path(tmp) / f"{label}{r}.json")
                     runs[label].append(info)
                     print(f"round {r} {label}: " + ", ".join(
                         f"{row['agent']} {row['train_steps_per_s'] or 0:.1f}/s {row['latency_ms']:.1f} ms"
                         for row in info["rows"]), flush=True)
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_tree)], check=False)
+            for tree in trees.values():
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     table = summarize(runs)
-    result = {"old": args.old, "env": args.env, "steps": args.steps, "repeats": args.repeats,
+    result = {"old": args.old, "new": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.new],
+                                                     capture_output=True, text=True).stdout.strip(), "env": args.env, "steps": args.steps, "repeats": args.repeats,
               "rounds": args.rounds, "hardware": runs["new"][0]["hardware"], "threads": 1, "agents": table}
     out = Path(__file__).parent / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
