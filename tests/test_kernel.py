@@ -193,13 +193,14 @@ def _state(agent: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-RESUMABLE = [i.name for i in agent_infos(lambda i: i.kind in ("offline", "multiagent", "generator"))]
+RESUMABLE = [i.name for i in agent_infos(lambda i: i.kind in ("offline", "online", "multiagent", "generator"))]
 
 
 @pytest.mark.parametrize("name", RESUMABLE)
 def test_kill_at_a_random_step_and_resume_is_bitwise_identical(name: str, data: dict[str, Any],
                                                                tmp_path: Path) -> None:
-    steps = 14
+    # online: 60 env steps of 50-step episodes, updates from step 16 on (an episode ends and restarts inside)
+    steps = 60 if get_agent_class(name).agent_kind == "online" else 14
     reference = _state(_train(build(name, data, seed=5), steps, tmp_path / "ref"))
     at = int(np.random.default_rng().integers(5, steps))  # after at least one checkpoint, before the end
     with pytest.raises(KeyboardInterrupt):
@@ -244,3 +245,40 @@ def test_legacy_checkpoint_layouts_load() -> None:
             np.testing.assert_array_equal(norm[key], value, err_msg=f"{zoo_id}: normalizer {key}")
         seen.add(agent.agent_name)
     assert seen == {"SynthER", "MADiff"}
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Pendulum-v1"])
+def test_env_state_round_trip_continues_bitwise(env_id: str) -> None:
+    """The env state an online checkpoint stores (MuJoCo physics or classic-control state, np_random, TimeLimit,
+    Monitor) makes a fresh env continue exactly as the original."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from diffagents.core.online_resume import _env_state, _set_env_state, check_resumable_env
+
+    def make() -> Any:
+        return DummyVecEnv([lambda: Monitor(gym.make(env_id, max_episode_steps=30))])
+
+    a, b = make(), make()
+    check_resumable_env(a)
+    a.seed(0)
+    a.reset()
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(-1, 1, (1, *a.action_space.shape)).astype(np.float32) for _ in range(60)]
+    for act in actions[:7]:
+        a.step(act)
+    meta, arrays = _env_state(a.envs[0], 0)
+    meta = json.loads(json.dumps(meta))  # what the checkpoint's JSON holds
+    b.seed(123)
+    b.reset()
+    _set_env_state(b.envs[0], 0, meta, arrays)
+    for act in actions[7:]:  # crosses the 30-step time limit: auto-reset draws from the restored np_random
+        oa, ra, da, _ = a.step(act)
+        ob, rb, db, _ = b.step(act)
+        np.testing.assert_array_equal(oa, ob)
+        np.testing.assert_array_equal(ra, rb)
+        np.testing.assert_array_equal(da, db)
+    with pytest.raises(TypeError, match="needs a DummyVecEnv"):
+        from stable_baselines3.common.vec_env import SubprocVecEnv
+
+        check_resumable_env(SubprocVecEnv.__new__(SubprocVecEnv))

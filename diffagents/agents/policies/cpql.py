@@ -28,15 +28,18 @@ keeps ``consistency``: against SAC the two terms measured the same within noise 
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from torch import nn
@@ -374,8 +377,33 @@ class OnlineCPQL(OffPolicyAlgorithm):
             self.logger.record(f"train/{key}", value)
 
     def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 4,  # type: ignore[override]
-              tb_log_name: str = "CPQL", reset_num_timesteps: bool = True, progress_bar: bool = False
-              ) -> OnlineCPQL:
+              tb_log_name: str = "CPQL", reset_num_timesteps: bool = True, progress_bar: bool = False,
+              checkpoint_dir: str | os.PathLike[str] | None = None, checkpoint_every: int = 1000,
+              keep_checkpoints: int = 2) -> OnlineCPQL:
+        """SB3's ``learn`` (one timestep = one env step per env).
+
+        Args:
+            checkpoint_dir: if set, a full training checkpoint (networks, optimizers, RNG states, the replay
+                buffer, SB3's last observations and every env's state) is written there at the start of the first
+                rollout after each ``checkpoint_every`` env steps; calling ``learn`` again with the same folder
+                resumes from the newest one and ends with the weights of an uninterrupted run (CPU, same seed;
+                DummyVecEnv of MuJoCo or classic-control envs, see :mod:`diffagents.core.online_resume`).
+        """
+        if checkpoint_dir is not None:
+            from stable_baselines3.common.callbacks import CallbackList, ConvertCallback
+
+            from diffagents.core.online_resume import OnlineCheckpoint, check_resumable_env, resume_online
+
+            if checkpoint_every < 1:
+                raise ValueError(f"checkpoint_every: expected >= 1, got {checkpoint_every}")
+            check_resumable_env(self.env)
+            folder = Path(checkpoint_dir)
+            if resume_online(self, folder):
+                total_timesteps, reset_num_timesteps = total_timesteps - self.num_timesteps, False
+            saver = OnlineCheckpoint(folder, checkpoint_every, keep_checkpoints)
+            callbacks = callback if isinstance(callback, list) else [callback] if callback is not None else []
+            callback = CallbackList([c if isinstance(c, BaseCallback) else ConvertCallback(c) for c in callbacks]
+                                    + [saver])
         return super().learn(total_timesteps=total_timesteps, callback=callback, log_interval=log_interval,
                              tb_log_name=tb_log_name, reset_num_timesteps=reset_num_timesteps,
                              progress_bar=progress_bar)
@@ -410,13 +438,16 @@ class OnlineCPQL(OffPolicyAlgorithm):
         return {}
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
-        pass
+        """A training checkpoint's replay buffer and env states are applied by ``learn`` (core/online_resume.py)."""
+        if hasattr(self, "_pending_online"):
+            self._pending_online["extra"] = extra
 
     def extra_arrays(self) -> dict[str, np.ndarray]:
         return {}
 
     def load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        pass
+        if hasattr(self, "_pending_online"):
+            self._pending_online["arrays"] = arrays
 
     def save(self, path: Any, exclude: Any = None, include: Any = None, *,  # type: ignore[override]
              weights_dtype: str | None = None) -> None:
