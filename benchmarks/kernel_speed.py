@@ -43,7 +43,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--env", default="HalfCheetah-v5")
     p.add_argument("--out", default="results/kernel_speed.json")
+    p.add_argument("--report", action="store_true", help="only rewrite the .md fragment from the --out JSON")
     args = p.parse_args()
+    out = Path(__file__).parent / args.out
+    if args.report:
+        write_fragment(json.loads(out.read_text()), out.with_suffix(".md"))
+        return
     runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="diffagents_old_") as tmp:
         trees = {label: Path(tmp) / label for label in ("old", "new")}
@@ -65,10 +70,22 @@ def main() -> None:
     result = {"old": args.old, "new": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.new],
                                                      capture_output=True, text=True).stdout.strip(), "env": args.env, "steps": args.steps, "repeats": args.repeats,
               "rounds": args.rounds, "hardware": runs["new"][0]["hardware"], "threads": 1, "agents": table}
-    out = Path(__file__).parent / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
+    write_fragment(result, out.with_suffix(".md"))
     print(render(result))
+
+
+def write_fragment(result: dict[str, Any], path: Path) -> None:
+    """The RESULTS.md section: command, hardware and the table."""
+    text = (f"`python benchmarks/kernel_speed.py --old {result['old']} --new {result.get('new', 'HEAD')} --rounds "
+            f"{result['rounds']} --steps {result['steps']} --repeats {result['repeats']}` on {result['env']} "
+            f"(`diffagents bench` sizes: each agent's `bench_config()`), {result['hardware']}, torch with 1 thread, "
+            f"one process at a time, old and new alternating. Medians over {result['rounds']} rounds; between "
+            "rounds of the same revision the figures moved by up to about 10 %, so ratios within 0.9-1.1 are "
+            "noise. Old: the last revision before the agent kernel; new: the kernel (registry, one loop, one "
+            "checkpoint format, family packages).\n\n" + render(result) + "\n")
+    path.write_text(text)
 
 
 def _name(agent: str) -> str:

@@ -16,6 +16,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("datasets", "Dataset recipes (issue: offline data)"),
     ("datasets_mujoco", "MuJoCo dataset recipes: SAC behaviour policies, medium and medium-replay (issue: offline data)"),
     ("agent_speed", "Agent training throughput and decision latency"),
+    ("kernel_speed", "Agent kernel: speed before and after, side by side (issue: one agent kernel)"),
     ("offline_pendulum", "Offline RL quality on Pendulum (ours vs d3rlpy)"),
     ("offline_mujoco", "Offline RL quality on Hopper / HalfCheetah (ours vs d3rlpy)"),
     ("curves_summary_40000", "Offline RL at 40k gradient steps across datasets: Diffusion-QL vs d3rlpy, 3 seeds"),
