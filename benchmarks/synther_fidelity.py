@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data_s = time.perf_counter() - t0
     tr = to_transitions(ds)
     gen = SynthER.from_dataset(ds, seed=args.seed, width=args.width, n_blocks=args.blocks, process=args.process,
-                               sample_steps=args.sample_steps, batch_size=args.batch_size, device=args.device)
+                               sampler_steps=args.sample_steps, batch_size=args.batch_size, device=args.device)
     gen.fit(steps=args.steps)
     fit_s = gen.fit_log[-1]["seconds"]
     t1 = time.perf_counter()

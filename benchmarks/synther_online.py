@@ -75,7 +75,7 @@ def run(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         kwargs["replay_buffer_kwargs"] = dict(
             synthetic_ratio=args.ratio, retrain_every=args.retrain_every, generator_steps=args.generator_steps,
             synthetic_size=args.synthetic_size, seed=seed,
-            synthesizer_kwargs=dict(width=args.width, n_blocks=args.blocks, sample_steps=args.sample_steps,
+            synthesizer_kwargs=dict(width=args.width, n_blocks=args.blocks, sampler_steps=args.sample_steps,
                                     batch_size=args.generator_batch, process=args.process, device="cpu"))
     env = gym.make(args.env)
     env.reset(seed=seed)

@@ -31,8 +31,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     steps = 300 if args.smoke else args.steps
-    generator = dict(width=32, n_blocks=1, batch_size=64, sample_steps=3) if args.smoke else \
-        dict(width=256, n_blocks=3, sample_steps=32)
+    generator = dict(width=32, n_blocks=1, batch_size=64, sampler_steps=3) if args.smoke else \
+        dict(width=256, n_blocks=3, sampler_steps=32)
     model = SAC("MlpPolicy", gym.make(args.env), learning_starts=100 if args.smoke else 1_000,
                 batch_size=32 if args.smoke else 256, gradient_steps=1 if args.smoke else args.utd, train_freq=1,
                 policy_kwargs=dict(net_arch=[32, 32] if args.smoke else [256, 256]), seed=args.seed, device="cpu",

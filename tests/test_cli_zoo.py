@@ -341,7 +341,7 @@ def test_zoo_fits_loads_and_evaluates_a_synther_generator(tmp_path: Path, monkey
     zoo_id = "synther-hopper-random-tiny"
     recipe = {"algo": "SynthER", "dataset": "diffagents/hopper/random-v0", "dataset_size": 300, "env": "Hopper-v5",
               "steps": 20, "seed": 0, "eval_episodes": 64,
-              "hyperparameters": {"width": 32, "n_blocks": 1, "batch_size": 32, "sample_steps": 4}}
+              "hyperparameters": {"width": 32, "n_blocks": 1, "batch_size": 32, "sampler_steps": 4}}
     (tmp_path / "recipes" / f"{zoo_id}.yaml").write_text(yaml.safe_dump(recipe))
     info = zoo.train(zoo_id, device="cpu")
     card = zoo.card(zoo_id)

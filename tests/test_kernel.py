@@ -282,3 +282,15 @@ def test_env_state_round_trip_continues_bitwise(env_id: str) -> None:
         from stable_baselines3.common.vec_env import SubprocVecEnv
 
         check_resumable_env(SubprocVecEnv.__new__(SubprocVecEnv))
+
+
+def test_renamed_config_fields_load_from_old_checkpoints_and_warn_as_keywords() -> None:
+    """Config names agree across agents (``n_diffusion_steps``, ``sampler_steps``, ``clip_denoised``); the old names
+    still load from checkpoints and warn when passed as keywords."""
+    dp, synther = get_agent_class("DiffusionPolicy").config_class, get_agent_class("SynthER").config_class
+    with pytest.warns(DeprecationWarning, match="'clip_sample' is now 'clip_denoised'"):
+        assert dp.from_kwargs("DiffusionPolicy", {"clip_sample": False}).clip_denoised is False
+    old = synther.from_dict({"sample_steps": 3, "num_train_steps": 50, "process": "discrete"})
+    assert (old.sampler_steps, old.n_diffusion_steps) == (3, 50)
+    with pytest.raises(ValueError, match=r"unknown hyperparameters \['nosuch'\]"):
+        dp.from_kwargs("DiffusionPolicy", {"nosuch": 1})

@@ -18,7 +18,7 @@ from diffagents.agents.synthesis.synther import SynthERConfig, default_upsampled
 from diffagents.persistence import CheckpointError
 
 torch.set_num_threads(1)
-TINY = dict(width=32, n_blocks=1, time_dim=16, batch_size=64, sample_steps=4)
+TINY = dict(width=32, n_blocks=1, time_dim=16, batch_size=64, sampler_steps=4)
 
 
 
@@ -56,7 +56,7 @@ def matches_toy(s: dict[str, np.ndarray], real: dict[str, np.ndarray]) -> tuple[
 @pytest.mark.parametrize("process", ["edm", "discrete"])
 def test_learns_known_transition_distribution(process: str) -> None:
     real = toy_transitions(4000)
-    kwargs: dict[str, Any] = dict(width=128, n_blocks=2, time_dim=32, batch_size=256, sample_steps=24,
+    kwargs: dict[str, Any] = dict(width=128, n_blocks=2, time_dim=32, batch_size=256, sampler_steps=24,
                                   process=process, num_train_steps=200)
     gen = SynthER(*toy_spaces(), seed=0, **kwargs).fit(real, steps=1200)
     ok, stats = matches_toy(gen.sample(3000, seed=1), real)
@@ -98,7 +98,7 @@ def test_config_validation() -> None:
         SynthERConfig(width=0)
     with pytest.raises(TypeError, match="bounded Box"):
         SynthER(spaces.Box(-1, 1, (2,)), spaces.Box(-np.inf, np.inf, (1,)))
-    assert SynthERConfig().width == 1024 and SynthERConfig().sample_steps == 128
+    assert SynthERConfig().width == 1024 and SynthERConfig().sampler_steps == 128
 
 
 def test_save_load_round_trip_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,7 +162,7 @@ def test_as_env_passes_check_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     ds = make_pendulum_dataset(tmp_path)
     gen = SynthER.from_dataset(ds, seed=0, **TINY).fit(steps=3)
-    env = gen.as_env(max_episode_steps=5, sample_steps=3)
+    env = gen.as_env(max_episode_steps=5, sampler_steps=3)
     check_env(env, skip_render_check=True)
     obs, _ = env.reset(seed=0)
     starts = {tuple(np.round(o, 5)) for o in env.start_states}

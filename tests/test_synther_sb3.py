@@ -15,7 +15,7 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
 
 torch.set_num_threads(1)
-TINY = dict(width=32, n_blocks=1, time_dim=16, batch_size=64, sample_steps=3)
+TINY = dict(width=32, n_blocks=1, time_dim=16, batch_size=64, sampler_steps=3)
 MARK = 1.0e6
 
 OBS = spaces.Box(-5.0, 5.0, (3,), np.float32)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
-TINY = dict(width=32, n_blocks=1, time_dim=16, batch_size=64, sample_steps=3)
+TINY = dict(width=32, n_blocks=1, time_dim=16, batch_size=64, sampler_steps=3)
 MARK = 1.0e6
 
 pytest.importorskip("tianshou")

@@ -51,14 +51,14 @@ class _SynthERMixin:
                  handle_timeout_termination: bool = True, *, synthetic_ratio: float = 0.5,
                  retrain_every: int = 10_000, generator_steps: int | None = None, synthetic_size: int = 200_000,
                  synthesizer_kwargs: dict[str, Any] | None = None, min_real: int | None = None,
-                 warm_start: bool = True, generator_batch_size: int | None = None, sample_steps: int | None = None,
+                 warm_start: bool = True, generator_batch_size: int | None = None, sampler_steps: int | None = None,
                  seed: int | None = None) -> None:
         """SB3's buffer arguments (as ``OffPolicyAlgorithm`` passes them), then the SynthER keywords."""
         super().__init__(buffer_size, observation_space, action_space, device=device,  # type: ignore[call-arg]
                          n_envs=n_envs, optimize_memory_usage=optimize_memory_usage,
                          handle_timeout_termination=handle_timeout_termination)
         self._setup_synther(synthetic_ratio, retrain_every, generator_steps, synthetic_size, synthesizer_kwargs,
-                            min_real, warm_start, generator_batch_size, sample_steps, seed)
+                            min_real, warm_start, generator_batch_size, sampler_steps, seed)
 
     def add(self, *args: Any, **kwargs: Any) -> None:
         """SB3's ``add`` (Box or Dict observations), then count env steps and retrain the generator when due."""
@@ -67,7 +67,7 @@ class _SynthERMixin:
 
     def _setup_synther(self, synthetic_ratio: float, retrain_every: int, generator_steps: int | None,
                        synthetic_size: int, synthesizer_kwargs: dict[str, Any] | None, min_real: int | None,
-                       warm_start: bool, generator_batch_size: int | None, sample_steps: int | None,
+                       warm_start: bool, generator_batch_size: int | None, sampler_steps: int | None,
                        seed: int | None) -> None:
         if not 0.0 <= synthetic_ratio <= 1.0:
             raise ValueError(f"synthetic_ratio: expected a value in [0, 1], got {synthetic_ratio}")
@@ -83,7 +83,7 @@ class _SynthERMixin:
         self.min_real = int(min_real) if min_real is not None else self.retrain_every
         self.warm_start = warm_start
         self.generator_batch_size = generator_batch_size
-        self.sample_steps = sample_steps
+        self.sampler_steps = sampler_steps
         self.synthesizer_kwargs = dict(synthesizer_kwargs or {})
         self.synthesizer_kwargs.setdefault("device", "cpu")
         self._seed = 0 if seed is None else int(seed)
@@ -112,7 +112,7 @@ class _SynthERMixin:
                                      seed=self._seed + len(self.retrain_log), **self.synthesizer_kwargs)
         data, stats = self.generator.refit_and_sample(
             self, self.synthetic_size, steps=self.generator_steps, batch_size=self.generator_batch_size,
-            seed=self._seed + 7919 * (len(self.retrain_log) + 1), sample_steps=self.sample_steps)
+            seed=self._seed + 7919 * (len(self.retrain_log) + 1), sampler_steps=self.sampler_steps)
         self.set_synthetic(data)
         self.last_retrain = self.env_steps_added
         log = {"env_steps": float(self.env_steps_added), "real_size": float(self.real_size()), **stats}
@@ -233,7 +233,7 @@ class SynthERReplayBuffer(_SynthERMixin, ReplayBuffer):
         min_real: real transitions needed before the first retrain (default ``retrain_every``).
         warm_start: continue from the previous weights at each retrain.
         generator_batch_size: generator minibatch (default: its ``batch_size``).
-        sample_steps: sampling steps for the pool (default: the generator's ``sample_steps``).
+        sampler_steps: sampling steps for the pool (default: the generator's ``sampler_steps``).
         seed: generator seed.
     """
 

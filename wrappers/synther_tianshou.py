@@ -46,7 +46,7 @@ class SynthERTianshouBuffer(ReplayBufferManager):
         synthesizer_kwargs: :class:`~diffagents.agents.synthesis.synther.SynthERConfig` fields plus ``device``.
         action_scaling: whether the policy stores [-1, 1] actions (see the module docstring).
         min_real: real transitions needed before the first retrain (default ``retrain_every``).
-        sample_steps: sampling steps for the pool.
+        sampler_steps: sampling steps for the pool.
         seed: seed of the generator and of index sampling.
         **buffer_kwargs: ``ReplayBuffer`` options of every sub-buffer (``stack_num`` must stay 1).
     """
@@ -55,7 +55,7 @@ class SynthERTianshouBuffer(ReplayBufferManager):
                  action_space: spaces.Box, synthetic_size: int = 200_000, synthetic_ratio: float = 0.5,
                  retrain_every: int = 10_000, generator_steps: int | None = None,
                  synthesizer_kwargs: dict[str, Any] | None = None, action_scaling: bool = True,
-                 min_real: int | None = None, sample_steps: int | None = None, seed: int | None = None,
+                 min_real: int | None = None, sampler_steps: int | None = None, seed: int | None = None,
                  **buffer_kwargs: Any) -> None:
         if buffer_num < 1 or synthetic_size < 1 or retrain_every < 1:
             raise ValueError(f"buffer_num, synthetic_size, retrain_every: expected >= 1, got "
@@ -74,7 +74,7 @@ class SynthERTianshouBuffer(ReplayBufferManager):
         self.generator_steps = generator_steps
         self.synthetic_size = int(synthetic_size)
         self.min_real = int(min_real) if min_real is not None else self.retrain_every
-        self.sample_steps = sample_steps
+        self.sampler_steps = sampler_steps
         self._seed = 0 if seed is None else int(seed)
         self._rng = np.random.default_rng(self._seed)
         if not isinstance(action_space, spaces.Box):
@@ -116,7 +116,7 @@ class SynthERTianshouBuffer(ReplayBufferManager):
         """Fit the generator on the real sub-buffers and refill the synthetic sub-buffer."""
         data, stats = self.generator.refit_and_sample(
             self.real_arrays(), self.synthetic_size, steps=self.generator_steps,
-            seed=self._seed + 7919 * (len(self.retrain_log) + 1), sample_steps=self.sample_steps)
+            seed=self._seed + 7919 * (len(self.retrain_log) + 1), sampler_steps=self.sampler_steps)
         self.set_synthetic(data)
         self.last_retrain = self.env_steps_added
         log = {"env_steps": float(self.env_steps_added), "real_size": float(self.real_size()), **stats}

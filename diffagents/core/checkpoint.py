@@ -249,7 +249,7 @@ def resume_from(agent: Any, folder: Path) -> bool:
         if algo_of(ckpt.meta) != agent.agent_name:
             raise CheckpointError(f"checkpoint_dir {str(folder)!r} holds {algo_of(ckpt.meta)} checkpoints, "
                                   f"not {agent.agent_name}")
-        ours, theirs = agent.config.to_dict(), ckpt.meta.get("config") or {}
+        ours, theirs = agent.config.to_dict(), type(agent.config)._renamed(ckpt.meta.get("config") or {})
         learned = sorted(k for k in set(ours) | set(theirs)
                          if k not in type(agent).acting_fields and ours.get(k) != theirs.get(k))
         if learned:  # acting settings (how the agent acts, never what it learns) may change between pieces

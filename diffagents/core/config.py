@@ -4,8 +4,9 @@ MADiff included."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 C = TypeVar("C", bound="AgentConfig")
 
@@ -28,6 +29,9 @@ class AgentConfig:
             site), other shapes run eagerly, as does everything on CPU. Checkpoints written before this field
             existed load with the default (off).
     """
+
+    renamed_fields: ClassVar[dict[str, str]] = {}
+    """Old field name -> new name: checkpoints written with the old names load, keyword arguments warn."""
 
     batch_size: int = 256
     learning_rate: float = 3e-4
@@ -66,10 +70,18 @@ class AgentConfig:
             ValueError: a keyword is not a field of the config.
         """
         names = {f.name for f in dataclasses.fields(cls)}
+        for old in sorted(set(hyperparameters) & set(cls.renamed_fields)):
+            warnings.warn(f"{owner}: hyperparameter {old!r} is now {cls.renamed_fields[old]!r}", DeprecationWarning,
+                          stacklevel=3)
+        hyperparameters = cls._renamed(hyperparameters)
         unknown = sorted(set(hyperparameters) - names)
         if unknown:
             raise ValueError(f"{owner}: unknown hyperparameters {unknown}; expected some of {sorted(names)}")
         return cls(**hyperparameters)
+
+    @classmethod
+    def _renamed(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return {cls.renamed_fields.get(k, k): v for k, v in d.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -77,6 +89,7 @@ class AgentConfig:
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any]) -> C:
         names = {f.name: f for f in dataclasses.fields(cls)}
+        d = cls._renamed(d)
         unknown = sorted(set(d) - set(names))
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown fields {unknown}")

@@ -24,7 +24,7 @@ obs_history=To)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -72,7 +72,8 @@ class DiffusionPolicyConfig(AgentConfig):
     n_diffusion_steps: int = 100
     schedule: str = "cosine"
     prediction_type: str = "eps"
-    clip_sample: bool = True
+    clip_denoised: bool = True
+    renamed_fields: ClassVar[dict[str, str]] = {"clip_sample": "clip_denoised"}
     sampler: str = "ddim"
     sampler_steps: int | None = 10
     ema_power: float = 0.75
@@ -136,7 +137,7 @@ class DiffusionPolicy(OfflineAgent):
             denoiser = DiT1D(act_dim, horizon_max=c.pred_horizon, d_model=c.d_model, n_layers=c.n_layers,
                              n_heads=c.n_heads, cond_dim=cond_dim, dropout=c.dropout)
         policy = ActionChunkPolicy(denoiser, diffusion, c.pred_horizon, act_dim, sampler=c.sampler,
-                                   num_inference_steps=c.sampler_steps, clip_sample=1.0 if c.clip_sample else None)
+                                   num_inference_steps=c.sampler_steps, clip_sample=1.0 if c.clip_denoised else None)
         self.ema = EMA(policy, power=c.ema_power, max_decay=c.ema_max_decay)
         self.chunks_sampled = 0
         return {"policy": policy}

@@ -33,7 +33,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -65,9 +65,9 @@ class SynthERConfig(AgentConfig):
         width, n_blocks, expansion, time_dim, activation, fourier_scale: the residual MLP denoiser
             (paper: width 2048 offline / 1024 online, 6 blocks, ReLU, random Fourier features of N(0, 1)).
         process: ``"edm"`` (paper) or ``"discrete"``.
-        sample_steps: sampling steps (paper: 128 EDM Heun steps).
+        sampler_steps: sampling steps (paper: 128 EDM Heun steps).
         sigma_data, sigma_min, sigma_max, rho, s_churn, s_tmin, s_tmax, s_noise, p_mean, p_std: EDM settings.
-        schedule, num_train_steps, sampler: discrete process (``"vp"``/``"cosine"``/``"linear"``;
+        schedule, n_diffusion_steps, sampler: discrete process (``"vp"``/``"cosine"``/``"linear"``;
             ``"ddpm"``/``"ddim"``/``"dpm"``). The cosine schedule ends at alpha_bar ~ 2e-9, where eps-prediction
             turns small noise errors into huge x0 errors: use it only with ``clip_denoised`` (e.g. 5).
         clip_denoised: optional clipping of the denoised estimate to ``[-c, c]`` (normalised units).
@@ -89,7 +89,7 @@ class SynthERConfig(AgentConfig):
     activation: str = "relu"
     fourier_scale: float = 1.0
     process: str = "edm"
-    sample_steps: int = 128
+    sampler_steps: int = 128
     sigma_data: float = 1.0
     sigma_min: float = 0.002
     sigma_max: float = 80.0
@@ -101,7 +101,7 @@ class SynthERConfig(AgentConfig):
     p_mean: float = -1.2
     p_std: float = 1.2
     schedule: str = "vp"
-    num_train_steps: int = 1000
+    n_diffusion_steps: int = 1000
     sampler: str = "dpm"
     clip_denoised: float | None = None
     batch_size: int = 1024
@@ -118,10 +118,12 @@ class SynthERConfig(AgentConfig):
     terminal_threshold: float = 0.5
     clip_observations: bool = True
 
+    renamed_fields: ClassVar[dict[str, str]] = {"num_train_steps": "n_diffusion_steps", "sample_steps": "sampler_steps"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
-        for name in ("width", "n_blocks", "expansion", "time_dim", "sample_steps", "num_train_steps",
+        for name in ("width", "n_blocks", "expansion", "time_dim", "sampler_steps", "n_diffusion_steps",
                      "batch_size", "train_steps", "ema_every", "sample_batch_size"):
             value = getattr(self, name)
             self._check(isinstance(value, int) and value >= 1, name, "an int >= 1", value)
@@ -135,8 +137,8 @@ class SynthERConfig(AgentConfig):
         self._check(0.0 <= self.ema_decay < 1.0, "ema_decay", "a value in [0, 1)", self.ema_decay)
         self._check(self.clip_denoised is None or self.clip_denoised > 0, "clip_denoised", "None or > 0",
                     self.clip_denoised)
-        self._check(self.process != "discrete" or self.sample_steps <= self.num_train_steps, "sample_steps",
-                    f"<= num_train_steps={self.num_train_steps} for the discrete process", self.sample_steps)
+        self._check(self.process != "discrete" or self.sampler_steps <= self.n_diffusion_steps, "sampler_steps",
+                    f"<= n_diffusion_steps={self.n_diffusion_steps} for the discrete process", self.sampler_steps)
 
 
 @register_agent(kind="generator")
@@ -156,7 +158,7 @@ class SynthER(StandaloneAgent):
 
     config_class = SynthERConfig  # type: ignore[assignment]
     batch_spec = TRANSITION_ROWS
-    acting_fields = StandaloneAgent.acting_fields | {"sample_steps", "sampler", "sample_batch_size",
+    acting_fields = StandaloneAgent.acting_fields | {"sampler_steps", "sampler", "sample_batch_size",
                                                      "terminal_threshold", "clip_observations"}
     config: SynthERConfig
 
@@ -188,7 +190,7 @@ class SynthER(StandaloneAgent):
 
     @classmethod
     def tiny_config(cls) -> dict[str, Any]:
-        return dict(width=32, n_blocks=1, time_dim=16, batch_size=64, sample_steps=4)
+        return dict(width=32, n_blocks=1, time_dim=16, batch_size=64, sampler_steps=4)
 
     @property
     def nets(self) -> dict[str, torch.nn.Module]:
@@ -222,11 +224,11 @@ class SynthER(StandaloneAgent):
             kwargs: dict[str, Any] = dict(rho=c.rho, s_churn=c.s_churn, s_tmin=c.s_tmin, s_tmax=c.s_tmax,
                                           s_noise=c.s_noise)
         else:
-            process = GaussianDiffusion(NoiseSchedule(num_train_steps=c.num_train_steps, kind=c.schedule),  # type: ignore[arg-type]
+            process = GaussianDiffusion(NoiseSchedule(num_train_steps=c.n_diffusion_steps, kind=c.schedule),  # type: ignore[arg-type]
                                         prediction_type="eps")
             kwargs = {}
         return TransitionSynthesizer(denoiser, process, self.x_dim, sampler=c.sampler,
-                                     num_inference_steps=c.sample_steps, clip_sample=c.clip_denoised, **kwargs)
+                                     num_inference_steps=c.sampler_steps, clip_sample=c.clip_denoised, **kwargs)
 
     @property
     def fitted(self) -> bool:
@@ -362,7 +364,7 @@ class SynthER(StandaloneAgent):
         return self.normalizer
 
     def refit_and_sample(self, data: Any, n: int, *, steps: int | None, batch_size: int | None = None,
-                         seed: int | None = None, sample_steps: int | None = None
+                         seed: int | None = None, sampler_steps: int | None = None
                          ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Fit on ``data``, then draw ``n`` transitions: the retraining step of the online replay buffers.
 
@@ -372,13 +374,13 @@ class SynthER(StandaloneAgent):
         t0 = time.perf_counter()
         self.fit(data, steps=steps, batch_size=batch_size)
         t1 = time.perf_counter()
-        samples = self.sample(n, seed=seed, sample_steps=sample_steps)
+        samples = self.sample(n, seed=seed, sampler_steps=sampler_steps)
         stats = {"fit_s": t1 - t0, "sample_s": time.perf_counter() - t1,
                  "final_loss": float(self.fit_log[-1]["final_loss"])}
         return samples, stats
 
     def sample(self, n: int, *, batch_size: int | None = None, seed: int | None = None, temperature: float = 1.0,
-               sample_steps: int | None = None) -> dict[str, np.ndarray]:
+               sampler_steps: int | None = None) -> dict[str, np.ndarray]:
         """Draw ``n`` synthetic transitions in env units.
 
         Returns:
@@ -390,7 +392,7 @@ class SynthER(StandaloneAgent):
             raise ValueError(f"n: expected >= 1, got {n}")
         bs = batch_size or self.config.sample_batch_size
         gen = torch.Generator(self.device).manual_seed(self.seed if seed is None else int(seed))
-        sampler, net, chunks = self.synth.make_sampler(sample_steps), self._net(), []
+        sampler, net, chunks = self.synth.make_sampler(sampler_steps), self._net(), []
         for start in range(0, n, bs):
             m = min(bs, n - start)
             xs = self.synth.sample(m, net=net, sampler=sampler, generator=gen, device=self.device,
@@ -483,9 +485,9 @@ class SynthER(StandaloneAgent):
         return write_upsampled(self, load_dataset(self.dataset if dataset is None else dataset), n, new_id,
                                seed=seed, batch_size=batch_size)
 
-    def as_env(self, dataset: Any = None, *, max_episode_steps: int = 1000, sample_steps: int | None = None) -> Any:
+    def as_env(self, dataset: Any = None, *, max_episode_steps: int = 1000, sampler_steps: int | None = None) -> Any:
         """A Gymnasium env backed by the generator (see :class:`diffagents.agents.synthesis.synther_env.SynthEREnv`)."""
         from diffagents.agents.synthesis.synther_env import SynthEREnv
 
         return SynthEREnv(self, start_states(self, dataset), max_episode_steps=max_episode_steps,
-                          sample_steps=sample_steps)
+                          sampler_steps=sampler_steps)

@@ -24,13 +24,13 @@ class SynthEREnv(gym.Env[Any, np.ndarray]):
         generator: the fitted generator.
         start_states: ``(N, obs_dim)`` flat start observations (e.g. the first observation of every episode).
         max_episode_steps: truncation horizon.
-        sample_steps: sampling steps per env step (default: the generator's ``sample_steps``); fewer is faster.
+        sampler_steps: sampling steps per env step (default: the generator's ``sampler_steps``); fewer is faster.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(self, generator: Any, start_states: np.ndarray, *, max_episode_steps: int = 1000,
-                 sample_steps: int | None = None) -> None:
+                 sampler_steps: int | None = None) -> None:
         if not generator.fitted:
             raise RuntimeError("SynthEREnv: the generator must be fitted first")
         starts = np.asarray(start_states, dtype=np.float32).reshape(-1, generator.obs_dim)
@@ -43,7 +43,7 @@ class SynthEREnv(gym.Env[Any, np.ndarray]):
         self.action_space: Any = generator.action_space
         self.start_states = generator.clip_obs(starts)
         self.max_episode_steps = int(max_episode_steps)
-        self._sampler = generator.synth.make_sampler(sample_steps)
+        self._sampler = generator.synth.make_sampler(sampler_steps)
         self._state = self.start_states[0].copy()
         self._t = 0
 

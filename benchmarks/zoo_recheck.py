@@ -1,0 +1,113 @@
+"""Re-evaluate shipped zoo entries on their cards' own seeds and episode counts and compare with the cards.
+
+A behaviour-preserving refactor must reproduce every card: the same weights, acting settings and seeds give the
+same episodes. Entries are re-checked cheapest first (episode length x decision cost of the algorithm, from the
+card's wall time when known), one process, one thread; each result is appended to ``results/zoo_recheck.jsonl``
+(resumable: entries already there are skipped) and the report ``results/zoo_recheck.md`` lists every entry, the
+re-checked ones with card vs fresh score and the others with the date of their last evaluation (the card's).
+
+    python benchmarks/zoo_recheck.py --budget-s 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+OUT = HERE / "results" / "zoo_recheck.jsonl"
+
+
+def _key(card: dict[str, Any]) -> str:
+    ev = card["evaluation"]
+    return "normalized_mean" if "normalized_mean" in ev else ("return_mean" if "return_mean" in ev
+                                                                else "next_std_mse_mean")
+
+
+def recheck(zoo_id: str) -> dict[str, Any]:
+    from diffagents import zoo
+
+    card = zoo.card(zoo_id)
+    ev = card["evaluation"]
+    t0 = time.perf_counter()
+    if "samples" in ev:
+        fresh = zoo.evaluate(zoo_id, n_episodes=ev["samples"], seed=ev["seed"])
+    else:
+        fresh = zoo.evaluate(zoo_id, n_episodes=ev["episodes"], seed=ev["seed"])
+    key = _key(card)
+    return {"id": zoo_id, "key": key, "card": ev[key], "fresh": fresh[key], "equal": fresh[key] == ev[key],
+            "abs_diff": abs(fresh[key] - ev[key]), "seconds": round(time.perf_counter() - t0, 1),
+            "card_date": card.get("date"), "date": time.strftime("%Y-%m-%d")}
+
+
+def report(rows: dict[str, dict[str, Any]]) -> str:
+    from diffagents import zoo
+    from diffagents.sysinfo import hardware
+
+    lines = [f"`python benchmarks/zoo_recheck.py` after the agent kernel refactor: each shipped entry re-evaluated "
+             f"with its card's seed and episode count (generators: sample count) and compared with the card. "
+             f"{hardware()}, one process.\n",
+             "| zoo id | metric | card | re-evaluated | identical | seconds | checked |", "|---|---|---:|---:|---|---:|---|"]
+    for zoo_id in [r["id"] for r in zoo.list_agents()]:
+        r = rows.get(zoo_id)
+        if r is None:
+            date = zoo.card(zoo_id).get("date", "?")
+            lines.append(f"| {zoo_id} | | | | not re-run here (longer than the budget) | | card of {date} |")
+        else:
+            lines.append(f"| {zoo_id} | {r['key']} | {r['card']:.4g} | {r['fresh']:.4g} | "
+                         f"{'yes' if r['equal'] else 'no (|diff| ' + format(r['abs_diff'], '.3g') + ')'} | "
+                         f"{r['seconds']} | {r['date']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget-s", type=float, default=3000.0, help="stop starting new entries after this long")
+    p.add_argument("--report", action="store_true", help="only rewrite the report")
+    args = p.parse_args()
+    from diffagents import zoo
+
+    done = {}
+    if OUT.is_file():
+        for line in OUT.read_text().splitlines():
+            row = json.loads(line)
+            done[row["id"]] = row
+    if not args.report:
+        ids = [r["id"] for r in zoo.list_agents() if r["id"] not in done]
+        ids.sort(key=lambda i: (zoo.card(i)["evaluation"].get("episodes", 1) * _steps(zoo, i), i))
+        t0 = time.perf_counter()
+        for zoo_id in ids:
+            if time.perf_counter() - t0 > args.budget_s:
+                break
+            row = recheck(zoo_id)
+            done[zoo_id] = row
+            with OUT.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+    (HERE / "results" / "zoo_recheck.md").write_text(report(done))
+
+
+def _steps(zoo: Any, zoo_id: str) -> int:
+    import gymnasium as gym
+
+    from diffagents.data.envs import ensure_registered
+
+    env = zoo.card(zoo_id)["env"]
+    if not isinstance(env, str):
+        return 25
+    ensure_registered(env)
+    limit = gym.spec(env).max_episode_steps or 1000
+    from diffagents import get_agent_class
+
+    planner = getattr(get_agent_class(zoo.entries()[zoo_id].algo), "batch_spec", "") in ("windows", "chunks")
+    return limit * (20 if planner else 1)
+
+
+if __name__ == "__main__":
+    main()
