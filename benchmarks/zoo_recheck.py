@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-OUT = HERE / "results" / "zoo_recheck.jsonl"
 
 
 def _key(card: dict[str, Any]) -> str:
@@ -70,12 +69,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-s", type=float, default=3000.0, help="stop starting new entries after this long")
     p.add_argument("--report", action="store_true", help="only rewrite the report")
+    p.add_argument("--stem", default="zoo_recheck", help="results/<stem>.jsonl; run with PYTHONPATH set to an older "
+                   "checkout (its zoo/ linked as diffagents/zoo) and --stem zoo_recheck_old to compare revisions")
     args = p.parse_args()
+    out = HERE / "results" / f"{args.stem}.jsonl"
     from diffagents import zoo
 
     done = {}
-    if OUT.is_file():
-        for line in OUT.read_text().splitlines():
+    if out.is_file():
+        for line in out.read_text().splitlines():
             row = json.loads(line)
             done[row["id"]] = row
     if not args.report:
@@ -87,10 +89,11 @@ def main() -> None:
                 break
             row = recheck(zoo_id)
             done[zoo_id] = row
-            with OUT.open("a") as fh:
+            with out.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
-    (HERE / "results" / "zoo_recheck.md").write_text(report(done))
+    if args.stem == "zoo_recheck":
+        (HERE / "results" / "zoo_recheck.md").write_text(report(done))
 
 
 def _steps(zoo: Any, zoo_id: str) -> int:
@@ -103,9 +106,13 @@ def _steps(zoo: Any, zoo_id: str) -> int:
         return 25
     ensure_registered(env)
     limit = gym.spec(env).max_episode_steps or 1000
-    from diffagents import get_agent_class
+    from diffagents.agents import get_agent_class
 
-    planner = getattr(get_agent_class(zoo.entries()[zoo_id].algo), "batch_spec", "") in ("windows", "chunks")
+    try:
+        cls = get_agent_class(zoo.entries()[zoo_id].algo)
+    except ValueError:  # revisions before the registry did not list MADiff / SynthER there
+        cls = None
+    planner = getattr(cls, "batch_spec", getattr(cls, "uses_windows", False) and "windows") in ("windows", "chunks")
     return limit * (20 if planner else 1)
 
 

@@ -17,22 +17,11 @@ from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from diffagents.agents import get_agent_class
+from diffagents.core.registry import agent_infos, get_agent_class
 from diffagents.persistence import CheckpointError
 
-# (class name, small hyperparameters that keep each test fast)
-AGENTS: list[tuple[str, dict[str, Any]]] = [
-    ("DiffusionQL", dict(hidden=(32, 32), critic_hidden=(32, 32), batch_size=16, n_candidates=4, ema_start=2)),
-    ("IDQL", dict(actor_width=32, actor_blocks=1, critic_hidden=(32, 32), batch_size=16, n_candidates=4)),
-    ("Diffuser", dict(horizon=8, dim=32, dim_mults=(1, 2), n_diffusion_steps=5, batch_size=8, n_samples=2,
-                      ema_start=2, replan_every=2)),
-    ("DecisionDiffuser", dict(horizon=8, dim=8, dim_mults=(1, 2), n_diffusion_steps=5, batch_size=8, ema_start=2,
-                              history=1, returns_scale=100.0)),
-    ("DiffusionPolicy", dict(obs_horizon=2, pred_horizon=8, action_horizon=4, dim=8, dim_mults=(1, 2),
-                             n_diffusion_steps=10, sampler_steps=3, batch_size=8, lr_warmup_steps=2)),
-    ("CPQL", dict(hidden=(32, 32), critic_hidden=(32, 32), batch_size=16, n_candidates=4, ema_start=2,
-                  ema_every=1, n_scales=8)),
-]
+# every registered offline agent at its tiny config (the registry is the only list of agents)
+AGENTS: list[tuple[str, dict[str, Any]]] = [(i.name, i.cls.tiny_config()) for i in agent_infos("offline")]
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +233,7 @@ def test_pickle_payload_never_runs(name: str, kwargs: dict[str, Any], dataset: A
 
 
 def test_critic_target_bootstraps_on_termination_only(dataset: Any) -> None:
-    agent = build("DiffusionQL", AGENTS[0][1], dataset)
+    agent = build("DiffusionQL", get_agent_class("DiffusionQL").tiny_config(), dataset)
     b = 6
     batch = {
         "obs": torch.zeros(b, 3), "action": torch.zeros(b, 1), "next_obs": torch.zeros(b, 3),
@@ -272,7 +261,7 @@ def test_q_loss_is_scale_invariant() -> None:
 
 
 def test_deterministic_selection_is_argmax_q(dataset: Any) -> None:
-    agent = build("DiffusionQL", AGENTS[0][1], dataset).learn(3)
+    agent = build("DiffusionQL", get_agent_class("DiffusionQL").tiny_config(), dataset).learn(3)
     obs = torch.zeros(1, 3)
     actor = agent.ema.model
     with torch.no_grad():
