@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from common import hardware, write
 
+from diffagents.data.safe_env import make_env_from_dataset
+
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -34,7 +36,7 @@ def main() -> None:
     t0 = time.perf_counter()
     student = distill(teacher, steps=args.steps, seed=0)
     distill_s = time.perf_counter() - t0
-    env = ds.recover_environment(eval_env=True)
+    env = make_env_from_dataset(ds)
     ref = reference_scores(ds)
     res = {name: evaluate_agent(agent, env, n_episodes=args.episodes, seed=20_000, ref_scores=ref)
            for name, agent in (("teacher", teacher), ("student", student))}

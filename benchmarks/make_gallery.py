@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from diffagents.data.safe_env import make_env_from_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 GALLERY = ROOT / "docs" / "gallery"
 ZOO_ID = "diffusionql-pendulum-expert"
@@ -73,7 +75,7 @@ def maze_items(steps: int, size: int) -> list[dict[str, str]]:
         losses: list[tuple[int, float]] = []
     else:
         ds = make_dataset("diffagents/pointmaze/umaze-v0", size=size)
-        env = ds.recover_environment(eval_env=True)
+        env = make_env_from_dataset(ds)
         agent = Diffuser(env=env, dataset=ds, seed=0, device="cpu", **MAZE_DIFFUSER)
         losses = []
 

@@ -38,6 +38,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from diffagents.data.safe_env import make_env_from_dataset
+
 # D4RL maze2d reference scores (d4rl/infos.py: the waypoint controller and a random policy on D4RL's maze2d envs)
 D4RL_REFS = {"umaze": (23.85, 161.86), "medium": (13.13, 277.39), "large": (6.7, 273.99)}
 
@@ -96,7 +98,7 @@ def run_agent(agent: Any, base: Any, ds: Any, variant: str, episodes: int, seed:
     agent.config = dataclasses.replace(base, **changes)  # every variant starts from the loaded settings
     if agent.acting_needs_data:
         agent.set_dataset(ds)
-    env = FirstHit(ds.recover_environment(eval_env=True))
+    env = FirstHit(make_env_from_dataset(ds))
     res = evaluate_agent(agent, env, n_episodes=episodes, seed=seed)
     return summarize(variant, res.returns, env.hits[: len(res.returns)], ref)
 
@@ -118,7 +120,7 @@ class ControllerPolicy:
 def run_controller(ds: Any, episodes: int, seed: int, ref: tuple[float, float]) -> dict[str, Any]:
     from diffagents.evaluation import evaluate_agent
 
-    env = FirstHit(ds.recover_environment(eval_env=True))
+    env = FirstHit(make_env_from_dataset(ds))
     res = evaluate_agent(ControllerPolicy(env.unwrapped.maze), env, n_episodes=episodes, seed=seed)  # type: ignore[attr-defined]
     return summarize("waypoint controller (noise-free; reference max)", res.returns, env.hits[: len(res.returns)],
                      ref)
@@ -145,7 +147,7 @@ def main() -> None:
     ds = make_dataset(dataset)
     ref = reference_scores(ds)
     assert ref is not None
-    agent = Diffuser.load(args.agent, env=ds.recover_environment(eval_env=True)) if Path(args.agent).is_file() \
+    agent = Diffuser.load(args.agent, env=make_env_from_dataset(ds)) if Path(args.agent).is_file() \
         else zoo.load(args.agent)
     rows = [run_controller(ds, args.episodes, args.seed, ref)]
     base = agent.config
@@ -154,7 +156,7 @@ def main() -> None:
         rows.append({**run_agent(agent, base, ds, v, args.episodes, args.seed, ref), "eval_s": time.perf_counter() - t0})
         print(rows[-1], flush=True)
     maze = dataset.split("/")[-1].split("-")[0]
-    horizon, steps = base.horizon, ds.recover_environment(eval_env=True).spec.max_episode_steps
+    horizon, steps = base.horizon, make_env_from_dataset(ds).spec.max_episode_steps
     cap = steps - horizon + 1
     lo, hi = D4RL_REFS.get(maze, (float("nan"), float("nan")))
     caps = normalized_scores(np.array([cap]), ref), normalized_scores(np.array([cap]), (lo, hi))

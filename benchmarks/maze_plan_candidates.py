@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffagents.data.safe_env import make_env_from_dataset
+
 CRITERIA = ("unvisited", "length", "max_step", "gap_10", "gap_25")
 
 
@@ -96,7 +98,7 @@ def main() -> None:
 
     dataset = zoo.card(args.agent)["dataset"]
     ds = make_dataset(dataset)
-    env = ds.recover_environment(eval_env=True)
+    env = make_env_from_dataset(ds)
     agent = zoo.load(args.agent, env=env)
     agent.config = dataclasses.replace(agent.config, n_samples=1)  # candidates are drawn here, one plan each
     support = agent.plan_support

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffagents.data.safe_env import make_env_from_dataset
+
 OURS = {"diffusionql", "idql", "diffusionpolicy", "cpql", "diffuser", "decisiondiffuser"}
 D3RLPY = {"bc", "td3+bc", "iql"}
 
@@ -39,7 +41,7 @@ def run_ours(algo: str, ds: Any, env: Any, seed: int, steps: int, episodes: int,
         save_dir.mkdir(parents=True, exist_ok=True)
         agent.save(save_dir / f"{algo}-{ds.spec.dataset_id.replace('/', '-')}-s{seed}-{steps}.zip")
     if eval_envs > 1:  # episodes in parallel: the planners sample all envs' plans in one batched call
-        env = lambda: ds.recover_environment(eval_env=True)  # noqa: E731
+        env = lambda: make_env_from_dataset(ds)  # noqa: E731
     t0 = time.perf_counter()
     res = evaluate_agent(agent, env, n_episodes=episodes, seed=10_000 + seed, ref_scores=ref, n_envs=eval_envs)
     return {"train_s": train_s, "eval_s": time.perf_counter() - t0, "returns": res.returns.tolist()}
@@ -194,7 +196,7 @@ def main() -> None:
                 key = (ds.spec.dataset_id, algo, seed, args.steps)
                 if key in done:
                     continue
-                env = ds.recover_environment(eval_env=True)
+                env = make_env_from_dataset(ds)
                 if algo in OURS:
                     r = run_ours(algo, ds, env, seed, args.steps, args.episodes, ref, hyper.get(algo, {}),
                                  args.save_dir, args.eval_envs)

@@ -37,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import RESULTS, hardware  # noqa: E402
 from benchmarks.offline_benchmark import D3RLPY, OURS, d3rlpy_dataset, d3rlpy_model, d3rlpy_returns  # noqa: E402
+from diffagents.data.safe_env import make_env_from_dataset
 
 Point = dict[str, Any]
 
@@ -235,7 +236,7 @@ def main() -> None:
             done = recorded()
             if all((ds_id, algo, seed, s) in done for s in args.eval_at):
                 continue
-            env = ds.recover_environment(eval_env=True)
+            env = make_env_from_dataset(ds)
 
             def record(pt: Point, algo: str = algo, seed: int = seed) -> None:
                 if (ds_id, algo, seed, pt["steps"]) in recorded():

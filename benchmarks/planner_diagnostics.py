@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from diffagents.data.safe_env import make_env_from_dataset
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,7 +35,7 @@ def main() -> None:
     from diffagents.guidance import ClassifierFreeGuidance
 
     ds = make_dataset(args.dataset)
-    agent = DecisionDiffuser.load(args.agent, env=ds.recover_environment(eval_env=True), dataset=ds)
+    agent = DecisionDiffuser.load(args.agent, env=make_env_from_dataset(ds), dataset=ds)
     c = agent.config
     gen = torch.Generator().manual_seed(args.seed)
     batch = agent._sampler.sample(args.windows, generator=gen)

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffagents.data.safe_env import make_env_from_dataset
+
 
 def parse_variant(text: str) -> dict[str, Any]:
     """``SAMPLER:STEPS:REPLAN[:WARM]`` -> dict (REPLAN 0 = plan once per episode)."""
@@ -102,7 +104,7 @@ def main() -> None:
     ds = make_dataset(args.dataset)
     ref = reference_scores(ds)
     if Path(args.agent).is_file():
-        agent = get_agent_class(args.algo).load(args.agent, env=ds.recover_environment(eval_env=True))
+        agent = get_agent_class(args.algo).load(args.agent, env=make_env_from_dataset(ds))
     else:
         from diffagents import zoo
 
@@ -119,10 +121,10 @@ def main() -> None:
         if hasattr(agent.config, "warm_start"):
             agent.config.warm_start = v["warm_start"]
         t0 = time.perf_counter()
-        res = evaluate_agent(agent, lambda: ds.recover_environment(eval_env=True), n_episodes=args.episodes,
+        res = evaluate_agent(agent, lambda: make_env_from_dataset(ds), n_episodes=args.episodes,
                              seed=args.seed, ref_scores=ref, n_envs=args.eval_envs)
         eval_s = time.perf_counter() - t0
-        lat = batch1_latency_ms(agent, ds.recover_environment(eval_env=True), args.latency_decisions, args.seed)
+        lat = batch1_latency_ms(agent, make_env_from_dataset(ds), args.latency_decisions, args.seed)
         norm = res.normalized if res.normalized is not None else res.returns
         rows.append({**v, "normalized_mean": float(np.mean(norm)), "normalized_std": float(np.std(norm)),
                      "return_mean": float(res.returns.mean()), "episode_len_mean": float(res.lengths.mean()),

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from benchmarks.common import hardware, write  # noqa: E402
 from benchmarks.offline_benchmark import run_d3rlpy  # noqa: E402
 from benchmarks.synther_fidelity import ENVS, fidelity_rows  # noqa: E402
+from diffagents.data.safe_env import make_env_from_dataset  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
                     if any(r["env"] == env and r["data"] == label and r["algo"] == algo and r["seed"] == seed
                            and r["steps"] == args.steps for r in runs):
                         continue
-                    eval_env = ds.recover_environment(eval_env=True)
+                    eval_env = make_env_from_dataset(ds)
                     r = run_d3rlpy(algo, data, eval_env, seed, args.steps, args.episodes)
                     rets = np.asarray(r["returns"])
                     row = {"env": env, "data": label, "dataset": data.spec.dataset_id, "algo": algo, "seed": seed,

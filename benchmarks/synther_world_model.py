@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import hardware, write  # noqa: E402
 from diffagents.agents.synthesis.synther_fidelity import fidelity_errors  # noqa: E402
+from diffagents.data.safe_env import make_env_from_dataset  # noqa: E402
 
 
 class UniformRandom:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             "persistence (s' = s, r = mean)": fidelity_errors(persistence, truth, var)}
 
     img = gen.as_env(ds, max_episode_steps=args.max_episode_steps)
-    real_env = ds.recover_environment(eval_env=True)
+    real_env = make_env_from_dataset(ds)
     model = SAC("MlpPolicy", img, seed=args.seed, device="cpu", learning_starts=min(1000, args.sac_steps // 2))
     t0 = time.perf_counter()
     model.learn(args.sac_steps)

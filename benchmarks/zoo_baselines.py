@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from offline_benchmark import run_d3rlpy
 
+from diffagents.data.safe_env import make_env_from_dataset
+
 CARDS = Path(__file__).resolve().parents[1] / "zoo" / "cards"
 
 
@@ -56,7 +58,7 @@ def main() -> None:
                 write_card(path, card)
                 print(f"{path.stem} {algo}: copied from {done['copied_from']}", flush=True)
                 continue
-            env = ds.recover_environment(eval_env=True)
+            env = make_env_from_dataset(ds)
             r = run_d3rlpy(algo, ds, env, card["seed"], card["gradient_steps"], episodes)
             rets = np.asarray(r["returns"])
             entry = {"library": "d3rlpy 2.8", "steps": card["gradient_steps"], "seed": card["seed"],

@@ -49,10 +49,15 @@ def _env_for(dataset: Any, env_id: str | None) -> Any:
             return gym.make(env_id)
         except gym.error.Error as exc:
             raise CLIError(f"--env: cannot make {env_id!r}: {exc}") from exc
+    from diffagents.data import DataError
+    from diffagents.data.safe_env import make_env_from_dataset
+
     try:
-        return dataset.recover_environment(eval_env=True)
-    except Exception as exc:  # noqa: BLE001 - minari raises several types here
-        raise CLIError(f"--env: the dataset has no environment spec ({exc}); pass --env") from exc
+        return make_env_from_dataset(dataset)
+    except DataError as exc:  # an unknown or tampered env spec: nothing was imported
+        raise CLIError(f"--dataset: {exc}") from exc
+    except gym.error.Error as exc:
+        raise CLIError(f"--env: cannot make the dataset's env ({exc}); pass --env") from exc
 
 
 def _ref_scores(dataset: Any) -> tuple[float, float] | None:

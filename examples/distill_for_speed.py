@@ -18,6 +18,7 @@ import torch
 
 from diffagents import DiffusionQL, distill
 from diffagents.data import make_dataset, reference_scores
+from diffagents.data.safe_env import make_env_from_dataset
 from diffagents.evaluation import evaluate_agent
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     ds = make_dataset(args.dataset, size=2_000 if args.smoke else None)
-    env = ds.recover_environment(eval_env=True)
+    env = make_env_from_dataset(ds)
     small = dict(hidden=(32, 32), critic_hidden=(32, 32), batch_size=32, n_candidates=4) if args.smoke else \
         dict(n_candidates=10)
     teacher = DiffusionQL(env=env, dataset=ds, seed=args.seed, **small)

@@ -12,6 +12,7 @@ import torch
 
 from diffagents.agents import get_agent_class
 from diffagents.data import make_dataset, reference_scores
+from diffagents.data.safe_env import make_env_from_dataset
 from diffagents.evaluation import evaluate_agent
 
 CPU_BUDGET = {  # compute-budget.md §7: small U-Nets, 20-40k steps; paper sizes are the agent defaults
@@ -33,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     ds = make_dataset(args.dataset, size=2_000 if args.smoke else None)
-    env = ds.recover_environment(eval_env=True)
+    env = make_env_from_dataset(ds)
     kw = dict(CPU_BUDGET[args.algo])
     if args.smoke:
         kw |= dict(horizon=8, dim=32, dim_mults=(1, 2), n_diffusion_steps=5, sampler_steps=3, batch_size=8)

@@ -16,6 +16,7 @@ from stable_baselines3.common.monitor import Monitor
 
 from diffagents.agents import get_agent_class
 from diffagents.data import make_dataset, reference_scores
+from diffagents.data.safe_env import make_env_from_dataset
 from diffagents.evaluation import evaluate_agent
 
 
@@ -31,7 +32,7 @@ def main() -> None:
 
     size = 2_000 if args.smoke else None
     ds = make_dataset(args.dataset, size=size)
-    env = ds.recover_environment(eval_env=True)
+    env = make_env_from_dataset(ds)
     small = dict(batch_size=32, n_candidates=4) if args.smoke else {}
     if args.smoke:
         small |= dict(hidden=(32, 32), critic_hidden=(32, 32)) if args.algo == "diffusionql" else \

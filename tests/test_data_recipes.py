@@ -9,6 +9,7 @@ import pytest
 
 import diffagents.data as data
 from diffagents.data.recipes.behaviour import find_file
+from diffagents.data.safe_env import make_env_from_dataset
 
 SMALL = {
     "toy/multimodal-v0": 120,
@@ -54,7 +55,7 @@ def test_small_recipe(rid):
         w = data.to_joint_windows(ds, 8)
         assert w.observations.shape == (SMALL[rid], 3, 8, 18) and w.mask.shape == (SMALL[rid], 8)
     else:
-        env = ds.recover_environment(eval_env=True)
+        env = make_env_from_dataset(ds)
         assert env.observation_space == ds.observation_space and env.action_space == ds.action_space
         tr = data.to_transitions(ds)
         assert tr.observations.shape[1] == tr.flattener.dim

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from diffagents import Diffuser
+from diffagents.data.safe_env import make_env_from_dataset
 from diffagents.execution.plan_support import VisitedPositions
 from diffagents.persistence import CheckpointError
 
@@ -65,7 +66,7 @@ def maze() -> Any:
     from diffagents.data import make_dataset
 
     ds = make_dataset("diffagents/pointmaze/umaze-v0", size=1200)
-    agent = Diffuser(env=ds.recover_environment(eval_env=True), dataset=ds, seed=0, horizon=8, dim=16,
+    agent = Diffuser(env=make_env_from_dataset(ds), dataset=ds, seed=0, horizon=8, dim=16,
                      dim_mults=(1, 2), n_diffusion_steps=4, batch_size=8, state_dims=4, goal_obs_dims=(4, 6),
                      execution="follow", replan_every=None, value_guidance=False, n_samples=6, clip_denoised=True,
                      obs_normalization="minmax", termination_penalty=None, plan_selection="support",
@@ -97,7 +98,7 @@ def test_support_selection_keeps_the_candidate_with_the_least_unvisited_path(maz
 def test_grid_is_saved_with_the_agent_and_acting_without_it_is_a_clear_error(maze: Any, tmp_path: Path) -> None:
     agent, ds = maze
     agent.save(tmp_path / "a.zip")
-    loaded = Diffuser.load(tmp_path / "a.zip", env=ds.recover_environment(eval_env=True))
+    loaded = Diffuser.load(tmp_path / "a.zip", env=make_env_from_dataset(ds))
     assert torch.equal(loaded.plan_support.occupied, agent.plan_support.occupied)
     a1, _ = agent.predict(_obs(), deterministic=True)
     a2, _ = loaded.predict(_obs(), deterministic=True)
@@ -120,7 +121,7 @@ def test_a_checkpoint_with_a_malformed_grid_is_refused(maze: Any, tmp_path: Path
     ckpt.arrays["extra/plan_support/resolution"] = np.array([-1.0])
     save_checkpoint(tmp_path / "bad.zip", ckpt)
     with pytest.raises(CheckpointError, match="resolution: expected one value > 0"):
-        Diffuser.load(tmp_path / "bad.zip", env=ds.recover_environment(eval_env=True))
+        Diffuser.load(tmp_path / "bad.zip", env=make_env_from_dataset(ds))
 
 
 def test_plan_selection_is_validated() -> None:
@@ -138,7 +139,7 @@ def test_support_selection_runs_on_cuda_eager_and_graphed(maze: Any, tmp_path: P
     agent.save(tmp_path / "a.zip")
     actions = []
     for graphed in (False, True):
-        loaded = Diffuser.load(tmp_path / "a.zip", env=ds.recover_environment(eval_env=True), device="cuda")
+        loaded = Diffuser.load(tmp_path / "a.zip", env=make_env_from_dataset(ds), device="cuda")
         loaded.config = dataclasses.replace(loaded.config, cuda_graph=graphed)
         assert loaded.plan_support is not None and loaded.plan_support.occupied.is_cuda
         for _ in range(2):

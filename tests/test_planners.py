@@ -11,6 +11,7 @@ import torch
 from agent_fixtures import make_pendulum_dataset
 
 from diffagents import DecisionDiffuser, Diffuser
+from diffagents.data.safe_env import make_env_from_dataset
 
 SMALL = dict(horizon=8, dim=32, dim_mults=(1, 2), n_diffusion_steps=10, batch_size=16, ema_start=1)
 
@@ -125,7 +126,7 @@ def maze_agent() -> Any:
     from diffagents.data import make_dataset
 
     ds = make_dataset("diffagents/pointmaze/umaze-v0", size=1200)
-    return Diffuser(env=ds.recover_environment(eval_env=True), dataset=ds, seed=0, horizon=8, dim=16,
+    return Diffuser(env=make_env_from_dataset(ds), dataset=ds, seed=0, horizon=8, dim=16,
                     dim_mults=(1, 2), n_diffusion_steps=4, batch_size=8, state_dims=4, goal_obs_dims=(4, 6),
                     execution="track", replan_every=None, value_guidance=False, n_samples=1, clip_denoised=True,
                     obs_normalization="minmax", termination_penalty=None).learn(2)

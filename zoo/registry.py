@@ -110,9 +110,19 @@ def _plain(value: Any) -> Any:
 
 def write_card(path: Path, info: dict[str, Any]) -> None:
     """Write a model card atomically (a temporary file beside it, then a rename), so a crash never leaves half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    tmp.replace(path)
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # private to this writer
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(info, indent=1) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _card_evaluation(entry: ZooEntry, agent: Any, env: Any, reference: tuple[float, float] | None

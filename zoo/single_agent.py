@@ -60,7 +60,9 @@ class SingleAgent:
             from diffagents.data import make_dataset
 
             dataset = make_dataset(entry.dataset, size=entry.dataset_size)
-        return dataset.recover_environment(eval_env=True)
+        from diffagents.data.safe_env import make_env_from_dataset
+
+        return make_env_from_dataset(dataset)
 
     @staticmethod
     def card_extra(entry: ZooEntry) -> dict[str, Any]:

@@ -48,17 +48,26 @@ def load_cached(path: Path | None) -> tuple[dict[str, np.ndarray], list[tuple[in
 
 
 def save_cached(path: Path | None, arrays: dict[str, np.ndarray], dropped: list[tuple[int, str]]) -> None:
-    """Write the cache atomically (a temporary folder renamed into place); errors are ignored."""
+    """Write the cache atomically (a private temporary folder renamed into place, under an inter-process lock, so
+    concurrent writers of the same key write it once and readers never see half of it); errors are ignored."""
     if path is None:
         return
+    from diffagents.data.locking import lock_for
+
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
-        for name in ARRAYS:
-            np.save(tmp / f"{name}.npy", arrays[name], allow_pickle=False)
-        with open(tmp / "done.json", "w") as f:
-            json.dump({"dropped": dropped}, f)
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
+        with lock_for(path.parent, path.name):
+            if (path / "done.json").is_file():  # another process wrote this key meanwhile
+                return
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
+            for name in ARRAYS:
+                np.save(tmp / f"{name}.npy", arrays[name], allow_pickle=False)
+            with open(tmp / "done.json", "w") as f:
+                json.dump({"dropped": dropped}, f)
+            shutil.rmtree(path, ignore_errors=True)  # an incomplete folder of a killed writer
+            os.replace(tmp, path)
+            tmp = None
     except OSError:
-        shutil.rmtree(locals().get("tmp", path.parent / ".none"), ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

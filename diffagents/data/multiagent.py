@@ -6,6 +6,7 @@ the same observation size ``D`` and action size ``A`` (MPE has no agent death, s
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -109,7 +110,8 @@ def agent_dataset(
             with that id was made from other data.
     """
     from minari.data_collector import EpisodeBuffer
-    from minari.storage import get_dataset_path
+
+    from diffagents.data.locking import build_dataset_once
 
     ds = load_dataset(dataset)
     agents = agent_ids_of(ds.observation_space)
@@ -121,23 +123,31 @@ def agent_dataset(
         match = re.fullmatch(r"(.+)-v(\d+)", source)
         dataset_id = f"{match.group(1)}-{agent}-v{match.group(2)}" if match else f"{source}-{agent}-v0"
     stamp = {"source": source, "agent": agent, "source_steps": int(ds.total_steps)}
-    if get_dataset_path(dataset_id).exists():
-        cached = minari.load_dataset(dataset_id)
-        if cached.storage.metadata.get("diffagents_agent_view") == stamp:
-            return cached
-        raise DataError(f"cached dataset {dataset_id!r} field 'diffagents_agent_view': expected {stamp}, got "
-                        f"{cached.storage.metadata.get('diffagents_agent_view')}")
-    buffers = [EpisodeBuffer(id=i, observations=ep.observations[agent], actions=ep.actions[agent],
-                             rewards=np.asarray(ep.rewards), terminations=np.asarray(ep.terminations),
-                             truncations=np.asarray(ep.truncations))
-               for i, ep in enumerate(ds.iterate_episodes())]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        out = minari.create_dataset_from_buffers(
-            dataset_id, buffers, algorithm_name=f"{ds.storage.metadata.get('algorithm_name', 'unknown')} ({agent} view)",
-            author="diffagents", author_email="diffagents@localhost",
-            code_permalink="diffagents.data.multiagent.agent_dataset",
-            observation_space=ds.observation_space[agent], action_space=ds.action_space[agent],
-            description=f"Agent {agent!r} of {source}: its own observations and actions, the team reward.")
-    out.storage.update_metadata({"diffagents_agent_view": stamp})
+
+    def ready(folder: Any) -> bool:
+        meta = folder / "data" / "metadata.json"
+        got = json.loads(meta.read_text()).get("diffagents_agent_view") if meta.is_file() else None
+        if got is None:
+            return False  # an incomplete folder: rebuilt
+        if got != stamp:
+            raise DataError(f"cached dataset {dataset_id!r} field 'diffagents_agent_view': expected {stamp}, got {got}")
+        return True
+
+    def create() -> None:
+        buffers = [EpisodeBuffer(id=i, observations=ep.observations[agent], actions=ep.actions[agent],
+                                 rewards=np.asarray(ep.rewards), terminations=np.asarray(ep.terminations),
+                                 truncations=np.asarray(ep.truncations))
+                   for i, ep in enumerate(ds.iterate_episodes())]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = minari.create_dataset_from_buffers(
+                dataset_id, buffers,
+                algorithm_name=f"{ds.storage.metadata.get('algorithm_name', 'unknown')} ({agent} view)",
+                author="diffagents", author_email="diffagents@localhost",
+                code_permalink="diffagents.data.multiagent.agent_dataset",
+                observation_space=ds.observation_space[agent], action_space=ds.action_space[agent],
+                description=f"Agent {agent!r} of {source}: its own observations and actions, the team reward.")
+        out.storage.update_metadata({"diffagents_agent_view": stamp})
+
+    build_dataset_once(dataset_id, ready, create)
     return minari.load_dataset(dataset_id)

@@ -38,7 +38,10 @@ def write_upsampled(gen: Any, ds: Any, n: int, new_id: str | None, *, seed: int 
     import minari
     from minari.data_collector import EpisodeBuffer
 
+    from diffagents.data import DataError
+    from diffagents.data.locking import build_dataset_once
     from diffagents.data.recipes.base import reference_scores
+    from diffagents.data.safe_env import check_spec, stored_env_spec
 
     for label, a, b in (("observation_space", ds.observation_space, gen.observation_space),
                         ("action_space", ds.action_space, gen.action_space)):
@@ -62,21 +65,33 @@ def write_upsampled(gen: Any, ds: Any, n: int, new_id: str | None, *, seed: int 
                                      terminations=np.asarray([term]), truncations=np.asarray([not term])))
     new_id = new_id or default_upsampled_id(ds.spec.dataset_id, n)
     refs = reference_scores(ds)
-    env_spec = ds.env_spec
+    # the source's envs by registered id only (checked against the registration): nothing the data names runs
+    env_id = eval_id = None
+    if (stored := stored_env_spec(ds, eval_env=False)) is not None:
+        env_id = check_spec(stored, f"dataset {ds.spec.dataset_id!r} field 'env_spec'", strict_kwargs=False).id
+    if ds.storage.metadata.get("eval_env_spec") and (stored := stored_env_spec(ds, eval_env=True)) is not None:
+        eval_id = check_spec(stored, f"dataset {ds.spec.dataset_id!r} field 'eval_env_spec'").id
     summary = config_summary(gen)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        out = minari.create_dataset_from_buffers(
-            new_id, buffers, env=env_spec, algorithm_name="SynthER", author="diffagents",
-            author_email="diffagents@localhost", code_permalink="diffagents.agents.synthesis.synther.SynthER.upsample",
-            observation_space=None if env_spec is not None else ds.observation_space,
-            action_space=None if env_spec is not None else ds.action_space,
-            ref_min_score=refs[0] if refs else None, ref_max_score=refs[1] if refs else None,
-            description=(f"{ds.spec.dataset_id} ({ds.total_steps} real steps, episodes 0..{n_real_eps - 1}) upsampled "
-                         f"with {n} SynthER transitions (one-step episodes {n_real_eps}..{n_real_eps + n - 1}; "
-                         f"truncated unless terminal). Generator: {summary}"))
-    out.storage.update_metadata({"diffagents_synther": {
-        "source": ds.spec.dataset_id, "real_steps": int(ds.total_steps), "real_episodes": n_real_eps,
-        "synthetic_steps": n, "generator": json.loads(summary),
-        "seconds": round(time.perf_counter() - t0, 1)}})  # sampling + writing
+
+    def ready(folder: Any) -> bool:
+        raise DataError(f"new_id: dataset {new_id!r} already exists; pass another new_id or delete it")
+
+    def create() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = minari.create_dataset_from_buffers(
+                new_id, buffers, env=env_id, eval_env=eval_id, algorithm_name="SynthER", author="diffagents",
+                author_email="diffagents@localhost",
+                code_permalink="diffagents.agents.synthesis.synther.SynthER.upsample",
+                observation_space=ds.observation_space, action_space=ds.action_space,
+                ref_min_score=refs[0] if refs else None, ref_max_score=refs[1] if refs else None,
+                description=(f"{ds.spec.dataset_id} ({ds.total_steps} real steps, episodes 0..{n_real_eps - 1}) "
+                             f"upsampled with {n} SynthER transitions (one-step episodes {n_real_eps}.."
+                             f"{n_real_eps + n - 1}; truncated unless terminal). Generator: {summary}"))
+        out.storage.update_metadata({"diffagents_synther": {
+            "source": ds.spec.dataset_id, "real_steps": int(ds.total_steps), "real_episodes": n_real_eps,
+            "synthetic_steps": n, "generator": json.loads(summary),
+            "seconds": round(time.perf_counter() - t0, 1)}})  # sampling + writing
+
+    build_dataset_once(new_id, ready, create)
     return minari.load_dataset(new_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from minari.data_collector import EpisodeBuffer
 from minari.storage import get_dataset_path
 
 from diffagents.data.errors import DataError
+from diffagents.data.locking import build_dataset_once
 
 NAMESPACE = "diffagents"
 RECIPE_FORMAT = 1  # bump when a recipe's output changes for the same (size, seed)
@@ -106,6 +106,9 @@ def make_dataset(recipe_id: str, *, size: int | None = None, seed: int = 0, forc
     Returns:
         The Minari dataset. Non-default ``(size, seed)`` copies get the id ``...-n{size}-s{seed}-vN``.
 
+    Several processes (DDP ranks, parallel jobs) may ask for the same dataset at once: one builds it, in a private
+    folder renamed into place, and the others wait and read it (:func:`diffagents.data.locking.build_dataset_once`).
+
     Raises:
         DataError: For an unknown id, a bad size, or a cached copy made with other settings (use force).
     """
@@ -116,42 +119,45 @@ def make_dataset(recipe_id: str, *, size: int | None = None, seed: int = 0, forc
         raise DataError(f"size: expected a positive number of steps, got {size}")
     dataset_id = variant_id(rid, n, seed)
     stamp = {"recipe": rid, "size": n, "seed": seed, "format": RECIPE_FORMAT}
-    meta = _read_metadata(dataset_id)
-    if meta is not None and not force:
+
+    def ready(folder: Any) -> bool:
+        meta = _read_metadata(dataset_id)
+        if meta is None:  # an incomplete folder: rebuilt
+            return False
         if meta.get("diffagents_recipe") == stamp:
-            return minari.load_dataset(dataset_id)
+            return True
+        if force:
+            return False
         raise DataError(
             f"cached dataset {dataset_id!r} field 'diffagents_recipe': expected {stamp}, got "
             f"{meta.get('diffagents_recipe')}; pass force=True to rebuild it"
         )
-    if get_dataset_path(dataset_id).exists():
-        shutil.rmtree(get_dataset_path(dataset_id))
-    t0 = time.perf_counter()
-    out = recipe.build(n, seed)
-    gen_s = time.perf_counter() - t0
-    return _write(dataset_id, out, stamp, gen_s)
 
+    def create() -> None:
+        t0 = time.perf_counter()
+        out = recipe.build(n, seed)
+        _create(dataset_id, out, stamp, time.perf_counter() - t0)
 
-def _write(dataset_id: str, out: RecipeOutput, stamp: dict[str, Any], gen_s: float) -> minari.MinariDataset:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            ds = minari.create_dataset_from_buffers(
-                dataset_id, out.buffers, env=out.env, eval_env=out.eval_env,
-                algorithm_name=out.algorithm_name, author="diffagents", author_email="diffagents@localhost",
-                code_permalink=f"diffagents.data.recipes ({stamp['recipe']})",
-                observation_space=out.observation_space, action_space=out.action_space,
-                ref_min_score=out.ref_min_score, ref_max_score=out.ref_max_score,
-                description=out.description + f" Built with size={stamp['size']}, seed={stamp['seed']}.",
-            )
-        extra = {"diffagents_recipe": stamp, "diffagents_generation_s": round(gen_s, 2), **out.metadata}
-        if "ref_max_score" not in ds.storage.metadata:  # no gym eval env (multi-agent): store them directly
-            extra |= {"ref_min_score": out.ref_min_score, "ref_max_score": out.ref_max_score}
-        ds.storage.update_metadata(extra)
-    except BaseException:
-        shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
-        raise
+    build_dataset_once(dataset_id, ready, create, replace=force)
     return minari.load_dataset(dataset_id)
+
+
+def _create(dataset_id: str, out: RecipeOutput, stamp: dict[str, Any], gen_s: float) -> None:
+    """Write a recipe's output as Minari dataset ``dataset_id`` (under the root :func:`build_dataset_once` sets)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ds = minari.create_dataset_from_buffers(
+            dataset_id, out.buffers, env=out.env, eval_env=out.eval_env,
+            algorithm_name=out.algorithm_name, author="diffagents", author_email="diffagents@localhost",
+            code_permalink=f"diffagents.data.recipes ({stamp['recipe']})",
+            observation_space=out.observation_space, action_space=out.action_space,
+            ref_min_score=out.ref_min_score, ref_max_score=out.ref_max_score,
+            description=out.description + f" Built with size={stamp['size']}, seed={stamp['seed']}.",
+        )
+    extra = {"diffagents_recipe": stamp, "diffagents_generation_s": round(gen_s, 2), **out.metadata}
+    if "ref_max_score" not in ds.storage.metadata:  # no gym eval env (multi-agent): store them directly
+        extra |= {"ref_min_score": out.ref_min_score, "ref_max_score": out.ref_max_score}
+    ds.storage.update_metadata(extra)
 
 
 def list_recipes() -> dict[str, str]:
