@@ -71,7 +71,7 @@ def test_concurrent_requests_build_once_and_agree(n: int, tmp_path: Path) -> Non
     root, log = tmp_path / "minari", tmp_path / "builds.log"
     procs = [_spawn(root, log) for _ in range(n)]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert len({out.strip() for out, _ in outs}) == 1  # every process read the same dataset
     assert len(log.read_text().split()) == 1  # built once
