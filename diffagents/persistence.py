@@ -115,7 +115,8 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint, *, weights_d
     arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ckpt.arrays.items()}
     opt_buf = io.BytesIO()
     torch.save(ckpt.optimizers, opt_buf)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _remove_dead_temporaries(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("diffagents.json", json.dumps(meta, indent=1, sort_keys=True))
@@ -130,6 +131,16 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint, *, weights_d
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def _remove_dead_temporaries(target: Path) -> None:
+    """Temporary files of earlier saves to ``target`` whose process was killed mid-write (``.<name>.<pid>.*.tmp``)."""
+    from diffagents.procs import pid_alive
+
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        parts = tmp.name[len(target.name) + 2:].split(".")
+        if parts and parts[0].isdigit() and int(parts[0]) != os.getpid() and not pid_alive(int(parts[0])):
+            tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, load_optimizers: bool = True) -> Checkpoint:

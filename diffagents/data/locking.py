@@ -20,6 +20,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from diffagents.procs import pid_alive
+
 LOCKS = ".locks"
 BUILDING = ".building"
 
@@ -41,16 +43,6 @@ def lock_for(root: Path, name: str, timeout: float = -1) -> FileLock:
     return FileLock(str(root / LOCKS / f"{_safe(name)}.lock"), timeout=timeout)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_dead_builds(root: Path, name: str) -> None:
     """Temporary folders of builds of ``name`` whose process is gone (called with the lock held)."""
     for tmp in (root / BUILDING).glob(f"{_safe(name)}.*"):
@@ -58,7 +50,7 @@ def _remove_dead_builds(root: Path, name: str) -> None:
             pid = int(tmp.name.rsplit(".", 2)[1])
         except (IndexError, ValueError):
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
