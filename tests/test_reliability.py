@@ -174,3 +174,26 @@ def test_torchrun_training_on_an_empty_data_folder(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "dql.zip").is_file()
     assert len([p for p in (tmp_path / "empty" / "diffagents" / "pendulum").iterdir() if p.is_dir()]) == 1
+
+
+def test_zoo_recipes_name_envs_by_registered_id_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recipe's ``env`` in Gymnasium's ``module:Env`` form would import the module; it is refused first."""
+    import yaml
+    from diffagents.zoo import catalog
+
+    from diffagents import zoo
+    from diffagents.data import DataError
+
+    for name in ("RECIPES", "WEIGHTS", "CARDS"):
+        (tmp_path / name).mkdir()
+        monkeypatch.setattr(catalog, name, tmp_path / name)
+    evil = tmp_path / "evil_module_for_test.py"
+    marker = tmp_path / "pwned"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = {"algo": "DiffusionQL", "dataset": "diffagents/pendulum/expert-v0", "env": "evil_module_for_test:Evil-v0",
+              "steps": 1, "seed": 0}
+    (tmp_path / "RECIPES" / "evil.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(DataError, match="zoo recipe evil field 'env': 'evil_module_for_test:Evil-v0' is not a registered"):
+        zoo.make_env("evil")
+    assert not marker.exists()

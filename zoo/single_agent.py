@@ -51,10 +51,10 @@ class SingleAgent:
         """A Gymnasium env: the recipe's ``env`` id, or the dataset's eval env."""
         import gymnasium as gym
 
-        if entry.env:
-            from diffagents.data.envs import ensure_registered
+        if entry.env:  # by registered id only: "module:Env" ids would import a module the recipe names
+            from diffagents.data.safe_env import registered_spec
 
-            ensure_registered(entry.env)
+            registered_spec(entry.env, f"zoo recipe {entry.id} field 'env'")
             return gym.make(entry.env)
         if dataset is None:
             from diffagents.data import make_dataset
