@@ -274,7 +274,8 @@ def test_deterministic_selection_is_argmax_q(dataset: Any) -> None:
 # valid values for every acting field (``OfflineAgent.acting_fields``): the test takes the first that differs from
 # the agent's own
 ACTING_ALTERNATIVES: dict[str, list[Any]] = {
-    "eval_seed": [7], "cuda_graph": [True], "n_candidates": [3], "selection": ["argmax"], "sampler": ["ddim", "dpm"],
+    "eval_seed": [7], "cuda_graph": [True], "n_candidates": [3], "selection": ["argmax"],
+    "sampler": ["ddim", "dpm", "heun"], "flow_steps": [2],
     "sampler_steps": [2], "action_horizon": [3], "guidance_weight": [2.0], "target_return": [0.5],
     "replan_every": [3], "n_samples": [3], "guide_scale": [0.3], "n_guide_steps": [1], "t_stopgrad": [1],
     "scale_grad_by_std": [False], "warm_start": [0.5], "execution": ["track", "actions"],
@@ -291,7 +292,15 @@ def test_acting_fields_never_change_what_is_learned(name: str, kwargs: dict[str,
     fields = type(a).acting_fields  # CPQL(...) with a dataset builds its offline class
     missing = sorted(fields - set(ACTING_ALTERNATIVES))
     assert not missing, f"add alternative values for {missing} to ACTING_ALTERNATIVES"
-    changed = {f: next((v for v in ACTING_ALTERNATIVES[f] if v != getattr(a.config, f)), None) for f in fields}
+    def valid(field: str, value: Any) -> bool:  # the first alternative this agent's config accepts
+        try:
+            type(a.config)(**{**a.config.to_dict(), field: value})
+        except ValueError:
+            return False
+        return True
+
+    changed = {f: next((v for v in ACTING_ALTERNATIVES[f] if v != getattr(a.config, f) and valid(f, v)), None)
+               for f in fields}
     assert None not in changed.values(), f"ACTING_ALTERNATIVES: no value differs from {name}'s for {changed}"
     b = build(name, kwargs, dataset, **changed).learn(6)
     assert all(getattr(b.config, f) != getattr(a.config, f) for f in changed)
