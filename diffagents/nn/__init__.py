@@ -18,12 +18,12 @@ from diffagents.nn.embeddings import (
     time_embedding,
 )
 from diffagents.nn.heads import InverseDynamics, TwinQ, ValueMLP
-from diffagents.nn.mlp import MLPDenoiser, ResidualBlock, ResidualMLPDenoiser, mlp
+from diffagents.nn.mlp import ConcatMLP, MLPDenoiser, ResidualBlock, ResidualMLPDenoiser, mlp
 from diffagents.nn.transformer import DiT1D, DiTBlock
 from diffagents.nn.unet1d import TemporalUNet, TemporalValue
 
 __all__ = [
-    "AgentAttention", "ConditionEncoder", "Conv1dBlock", "DiT1D", "DiTBlock", "Downsample1d", "FourierFeatures",
+    "AgentAttention", "ConcatMLP", "ConditionEncoder", "Conv1dBlock", "DiT1D", "DiTBlock", "Downsample1d", "FourierFeatures",
     "InverseDynamics", "LinearAttention1d", "MLPDenoiser", "ResidualBlock", "ResidualMLPDenoiser",
     "ResidualTemporalBlock", "SinusoidalEmbedding", "TemporalUNet", "TemporalValue", "TwinQ", "Upsample1d",
     "ValueMLP", "encode_condition", "make_activation", "mlp", "time_embedding",

@@ -203,3 +203,38 @@ class ResidualMLPDenoiser(nn.Module):
         c = encode_condition(self.cond_encoder, cond, cond_mask, "ResidualMLPDenoiser")
         h = torch.cat([x, self.time_mlp(t)] if c is None else [x, self.time_mlp(t), c], dim=-1)
         return self.out(self.blocks(self.in_proj(h)))
+
+
+class ConcatMLP(nn.Module):
+    """``f(x, t, cond) = MLP([cond, x, t])``: Flow Q-Learning's actor networks (Park et al. 2025, official
+    ``ActorVectorField``): the BC flow's velocity field (``time_input=True``: the raw time in [0, 1] is one input
+    feature) and the one-step policy ``mu(s, z)`` (``time_input=False``: ``x`` is the noise ``z``).
+
+    Args:
+        x_dim: size of ``x`` and of the output (the action).
+        cond_dim: size of the condition (the observation).
+        hidden: hidden widths (FQL: four layers of 512).
+        activation: activation name (FQL: GELU).
+        layer_norm: LayerNorm after each hidden layer (FQL's ``actor_layer_norm``, off by default).
+        time_input: take ``t`` as an input feature.
+    """
+
+    def __init__(self, x_dim: int, cond_dim: int, hidden: Sequence[int] = (512, 512, 512, 512),
+                 activation: str = "gelu", layer_norm: bool = False, *, time_input: bool = True) -> None:
+        super().__init__()
+        check_positive("x_dim", x_dim)
+        self.x_dim, self.cond_dim, self.time_input = x_dim, cond_dim, time_input
+        self.net = mlp(cond_dim + x_dim + int(time_input), x_dim, hidden, activation, layer_norm)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, cond: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``x``: ``(B, x_dim)``, ``t``: ``(B,)`` (when ``time_input``), ``cond``: ``(B, cond_dim)`` -> ``(B, x_dim)``."""
+        check_features(x, self.x_dim)
+        check_cond(cond, x.shape[0], self.cond_dim)
+        parts = [cond] if cond is not None else []
+        parts.append(x)
+        if self.time_input:
+            if t is None:
+                raise ValueError("t: this network takes the flow time as input, got None")
+            parts.append(check_time(t, x.shape[0]).to(x.dtype)[:, None])
+        return self.net(torch.cat(parts, dim=-1))  # type: ignore[no-any-return]

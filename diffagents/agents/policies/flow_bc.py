@@ -7,9 +7,10 @@ flow-matching loss on the linear interpolant ``a_t = (1 - t) z + t a``, ``z ~ N(
 steps (10 in the paper) and clips to the action bounds. ``deterministic=True`` starts every decision from the same
 noise (``eval_seed``), so the same observation gives the same action.
 
-Defaults follow the FQL paper's BC flow (App. C, Table 5): a 4 x 512 MLP with layer-free GELU in the official
-code (ReLU here by default, ``activation="gelu"`` for the official one), Adam 3e-4, batch 256, 10 flow steps,
-uniform time sampling. No EMA (the official code acts with the trained network).
+Defaults follow the FQL paper's BC flow (App. C) and its official code: the velocity field is a 4 x 512 GELU MLP
+on ``[s, a_t, t]`` with the raw time as one input (:class:`~diffagents.nn.ConcatMLP`), Adam 3e-4, batch 256,
+10 Euler steps, uniform time sampling, observations used as they are (``obs_normalization="none"``). No EMA
+(the official code acts with the trained network).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from diffagents.core.config import AgentConfig
 from diffagents.core.offline import OfflineAgent
 from diffagents.core.registry import register_agent
 from diffagents.diffusion.flow import METHODS, TIME_SAMPLING, FlowMatching
-from diffagents.nn import MLPDenoiser
+from diffagents.nn import ConcatMLP
 
 
 @dataclass(kw_only=True)
@@ -33,15 +34,15 @@ class FlowBCConfig(AgentConfig):
     """Hyperparameters of :class:`FlowBC` (FQL paper, App. C).
 
     Args:
-        hidden / time_dim / activation: the velocity MLP ``v(a_t, t, s)``.
+        hidden / activation: the velocity MLP ``v(a_t, t, s)``.
         flow_steps: ODE steps at act time (Euler: one network call each).
         sampler: ``"euler"`` (paper) or ``"heun"`` (two calls a step).
         time_sampling / logit_mean / logit_std: training times (uniform in the paper).
     """
 
     hidden: tuple[int, ...] = (512, 512, 512, 512)
-    time_dim: int = 16
-    activation: str = "relu"
+    activation: str = "gelu"
+    obs_normalization: str = "none"
     flow_steps: int = 10
     sampler: str = "euler"
     time_sampling: str = "uniform"
@@ -79,9 +80,8 @@ class FlowBC(OfflineAgent):
 
     def build(self, obs_dim: int, act_dim: int) -> dict[str, nn.Module]:
         c = self.config
-        self.flow = FlowMatching(c.time_sampling, c.logit_mean, c.logit_std)
-        return {"velocity": MLPDenoiser(x_dim=act_dim, cond_dim=obs_dim, hidden=c.hidden, time_dim=c.time_dim,
-                                        activation=c.activation)}
+        self.flow = FlowMatching(c.time_sampling, c.logit_mean, c.logit_std, time_scale=1.0)
+        return {"velocity": ConcatMLP(act_dim, obs_dim, c.hidden, c.activation)}
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One step of the conditional flow-matching loss on dataset actions (FQL Eq. 5)."""
