@@ -42,23 +42,41 @@ def recheck(zoo_id: str) -> dict[str, Any]:
             "card_date": card.get("date"), "date": time.strftime("%Y-%m-%d")}
 
 
+def _rows(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    return {r["id"]: r for r in (json.loads(line) for line in path.read_text().splitlines())}
+
+
 def report(rows: dict[str, dict[str, Any]]) -> str:
+    """The results fragment: card, this revision and the older one (``zoo_recheck_old.jsonl``) per entry."""
     from diffagents import zoo
     from diffagents.sysinfo import hardware
 
-    lines = [f"`python benchmarks/zoo_recheck.py` after the agent kernel refactor: each shipped entry re-evaluated "
-             f"with its card's seed and episode count (generators: sample count) and compared with the card. "
-             f"{hardware()}, one process.\n",
-             "| zoo id | metric | card | re-evaluated | identical | seconds | checked |", "|---|---|---:|---:|---|---:|---|"]
+    old = _rows(HERE / "results" / "zoo_recheck_old.jsonl")
+    same = sum(1 for k, r in rows.items() if k in old and old[k]["fresh"] == r["fresh"])
+    both = sum(1 for k in rows if k in old)
+    lines = ["`python benchmarks/zoo_recheck.py --budget-s 3000` (this revision, then `--ids` for the entries it had "
+             "not reached) and the same script run with `PYTHONPATH` on b3d7d6a, the last revision before the agent "
+             "kernel (`--stem zoo_recheck_old`, its zoo/ linked as diffagents/zoo): each shipped entry re-evaluated "
+             f"with its card's seed and episode count (generators: its sample count). {hardware()}, one process "
+             "each, 1 thread. The refactor must give exactly the older revision's figure on the same machine: "
+             f"**{same} of {both} entries run with both revisions are identical to the last digit**. The cards were "
+             "evaluated on other machines of the same kind; MuJoCo and Pendulum episodes carry those machines' "
+             "floating-point differences, hence |card - fresh|. Entries not re-run (over 10 minutes each on one "
+             "thread) are listed with the date of their card's evaluation.\n",
+             "| zoo id | metric | card | this revision | before the kernel | identical to before | "
+             "abs(card - fresh) | seconds | checked |", "|---|---|---:|---:|---:|---|---:|---:|---|"]
     for zoo_id in [r["id"] for r in zoo.list_agents()]:
-        r = rows.get(zoo_id)
+        r, o = rows.get(zoo_id), old.get(zoo_id)
         if r is None:
             date = zoo.card(zoo_id).get("date", "?")
-            lines.append(f"| {zoo_id} | | | | not re-run here (longer than the budget) | | card of {date} |")
-        else:
-            lines.append(f"| {zoo_id} | {r['key']} | {r['card']:.4g} | {r['fresh']:.4g} | "
-                         f"{'yes' if r['equal'] else 'no (|diff| ' + format(r['abs_diff'], '.3g') + ')'} | "
-                         f"{r['seconds']} | {r['date']} |")
+            lines.append(f"| {zoo_id} | | | | | not re-run (over the time budget) | | | card of {date} |")
+            continue
+        before = f"{o['fresh']:.10g}" if o else "not run"
+        ident = ("yes" if o["fresh"] == r["fresh"] else "NO") if o else "-"
+        lines.append(f"| {zoo_id} | {r['key']} | {r['card']:.10g} | {r['fresh']:.10g} | {before} | {ident} | "
+                     f"{r['abs_diff']:.2g} | {r['seconds']} | {r['date']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -69,6 +87,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-s", type=float, default=3000.0, help="stop starting new entries after this long")
     p.add_argument("--report", action="store_true", help="only rewrite the report")
+    p.add_argument("--ids", nargs="*", default=None, help="re-check only these entries")
     p.add_argument("--stem", default="zoo_recheck", help="results/<stem>.jsonl; run with PYTHONPATH set to an older "
                    "checkout (its zoo/ linked as diffagents/zoo) and --stem zoo_recheck_old to compare revisions")
     args = p.parse_args()
@@ -81,7 +100,7 @@ def main() -> None:
             row = json.loads(line)
             done[row["id"]] = row
     if not args.report:
-        ids = [r["id"] for r in zoo.list_agents() if r["id"] not in done]
+        ids = [r["id"] for r in zoo.list_agents() if r["id"] not in done and (not args.ids or r["id"] in args.ids)]
         ids.sort(key=lambda i: (zoo.card(i)["evaluation"].get("episodes", 1) * _steps(zoo, i), i))
         t0 = time.perf_counter()
         for zoo_id in ids:
