@@ -12,9 +12,8 @@ import torch
 
 from diffagents.agents.multiagent.madiff import CPU_HYPERPARAMETERS, MADiff, MADiffConfig
 from diffagents.agents.multiagent.madiff_data import _prepend_history
-from diffagents.nn import AgentAttention
+from diffagents.nn import AgentAttention, AgentInverseDynamics, JointTemporalUNet
 from diffagents.persistence import CheckpointError
-from diffagents.roles.joint_planner import AgentInverseDynamics, JointTemporalUNet
 
 try:
     from diffagents.wrappers.pettingzoo import collect_episodes, evaluate

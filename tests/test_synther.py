@@ -179,7 +179,7 @@ def test_as_env_passes_check_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_edm_heun_sampler_is_exact_for_gaussian_data(s_churn: float) -> None:
     """With the ideal denoiser of N(0, 0.5^2) data, D(x; s) = x sd^2 / (s^2 + sd^2), samples have std 0.5."""
     from diffagents.diffusion import sample_loop
-    from diffagents.roles.synthesizer import EDMHeunSampler
+    from diffagents.diffusion.edm import EDMHeunSampler
 
     sd = 0.5
     sampler = EDMHeunSampler(128, s_churn=s_churn)  # SynthER's 128 steps; Heun's error is ~3 % at 24 steps

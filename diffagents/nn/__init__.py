@@ -17,14 +17,15 @@ from diffagents.nn.embeddings import (
     make_activation,
     time_embedding,
 )
-from diffagents.nn.heads import InverseDynamics, TwinQ, ValueMLP
+from diffagents.nn.heads import AgentInverseDynamics, InverseDynamics, TwinQ, ValueMLP
+from diffagents.nn.joint_unet import JointTemporalUNet
 from diffagents.nn.mlp import ConcatMLP, MLPDenoiser, ResidualBlock, ResidualMLPDenoiser, mlp
 from diffagents.nn.transformer import DiT1D, DiTBlock
 from diffagents.nn.unet1d import TemporalUNet, TemporalValue
 
 __all__ = [
-    "AgentAttention", "ConcatMLP", "ConditionEncoder", "Conv1dBlock", "DiT1D", "DiTBlock", "Downsample1d", "FourierFeatures",
-    "InverseDynamics", "LinearAttention1d", "MLPDenoiser", "ResidualBlock", "ResidualMLPDenoiser",
+    "AgentAttention", "AgentInverseDynamics", "ConcatMLP", "ConditionEncoder", "Conv1dBlock", "DiT1D", "DiTBlock", "Downsample1d", "FourierFeatures",
+    "InverseDynamics", "JointTemporalUNet", "LinearAttention1d", "MLPDenoiser", "ResidualBlock", "ResidualMLPDenoiser",
     "ResidualTemporalBlock", "SinusoidalEmbedding", "TemporalUNet", "TemporalValue", "TwinQ", "Upsample1d",
     "ValueMLP", "encode_condition", "make_activation", "mlp", "time_embedding",
 ]

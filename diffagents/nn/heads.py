@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffagents.nn._checks import check_positive
@@ -118,3 +119,50 @@ class InverseDynamics(nn.Module):
         if self.history > 1:
             s = s.flatten(-2)  # (..., history * obs_dim)
         return self.net(torch.cat([s, s_next], dim=-1))  # (..., act_dim)
+
+
+class AgentInverseDynamics(nn.Module):
+    """Inverse dynamics ``a^i_t = f^i(o^i_t, o^i_{t+1})`` for every agent (MADiff: one MLP per agent on MPE,
+    one shared MLP on SMAC). Agent ``i``'s output depends on agent ``i``'s observations only.
+
+    Args:
+        obs_dim: per-agent observation size.
+        out_dim: action size (Box) or number of actions (Discrete: the outputs are logits).
+        n_agents: number of agents.
+        shared: one MLP for all agents instead of one per agent.
+        hidden: hidden widths (MADiff: 2 x 256 ReLU).
+        activation: activation name.
+    """
+
+    def __init__(self, obs_dim: int, out_dim: int, n_agents: int, *, shared: bool = False,
+                 hidden: Sequence[int] = (256, 256), activation: str = "relu") -> None:
+        super().__init__()
+        for name, value in (("obs_dim", obs_dim), ("out_dim", out_dim), ("n_agents", n_agents)):
+            check_positive(name, value)
+        self.obs_dim, self.out_dim, self.n_agents, self.shared = obs_dim, out_dim, n_agents, shared
+        self.nets = nn.ModuleList(mlp(2 * obs_dim, out_dim, hidden, activation)
+                                  for _ in range(1 if shared else n_agents))
+
+    def forward(self, s: torch.Tensor, s_next: torch.Tensor) -> torch.Tensor:
+        """``s``, ``s_next``: ``(..., N, obs_dim)`` -> ``(..., N, out_dim)``."""
+        want = (self.n_agents, self.obs_dim)
+        if s.shape[-2:] != want or s_next.shape != s.shape:
+            raise ValueError(f"s / s_next: expected equal shapes (..., {want[0]}, {want[1]}), got "
+                             f"{tuple(s.shape)} and {tuple(s_next.shape)}")
+        pair = torch.cat([s, s_next], dim=-1)  # (..., N, 2 D)
+        if self.shared:
+            return self.nets[0](pair)
+        return torch.stack([net(pair[..., i, :]) for i, net in enumerate(self.nets)], dim=-2)
+
+    def loss(self, s: torch.Tensor, s_next: torch.Tensor, actions: torch.Tensor, discrete: bool
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MSE on scaled Box actions ``(..., N, A)`` or cross-entropy on Discrete indices ``(..., N)``."""
+        pred = self(s, s_next)
+        if discrete:
+            logits = pred.reshape(-1, self.out_dim)
+            target = actions.reshape(-1).long()
+            loss = F.cross_entropy(logits, target)
+            acc = (logits.argmax(-1) == target).float().mean()
+            return loss, {"inv_dyn_loss": loss.detach(), "inv_dyn_acc": acc.detach()}
+        loss = F.mse_loss(pred, actions)
+        return loss, {"inv_dyn_loss": loss.detach()}

@@ -5,8 +5,8 @@ from diffagents.roles.action_policy import DiffusionActionPolicy, scored_candida
 from diffagents.roles.chunk_policy import ActionChunkPolicy
 from diffagents.roles.consistency_policy import ConsistencyActionPolicy, DistilledConsistencyPolicy
 from diffagents.roles.planner import TrajectoryPlanner
-from diffagents.roles.synthesizer import EDMHeunSampler, EDMProcess, TransitionSynthesizer
+from diffagents.roles.synthesizer import TransitionSynthesizer
 
 __all__ = ["ActionChunkPolicy", "ConsistencyActionPolicy", "DiffusionActionPolicy", "DistilledConsistencyPolicy",
-           "EDMHeunSampler", "EDMProcess", "TrajectoryPlanner", "TransitionSynthesizer", "scored_candidates",
+           "TrajectoryPlanner", "TransitionSynthesizer", "scored_candidates",
            "select_candidates"]

@@ -49,7 +49,8 @@ from diffagents.cuda_graph import maybe_graphed
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.execution.plan_cache import PlanCache
 from diffagents.guidance import ClassifierFreeGuidance
-from diffagents.roles.joint_planner import AgentInverseDynamics, JointPlanner, JointTemporalUNet
+from diffagents.nn import AgentInverseDynamics, JointTemporalUNet
+from diffagents.roles.joint_planner import JointPlanner
 from diffagents.training import EMA, Updater, autocast
 from diffagents.transfer import to_device
 

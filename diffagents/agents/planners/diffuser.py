@@ -43,6 +43,7 @@ from diffagents.data.batches import attach_windows
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
 from diffagents.execution.plan_cache import PlanCache, shift_plans
 from diffagents.execution.plan_support import VisitedPositions
+from diffagents.execution.trackers import follow_path, pd_track, stalled_envs
 from diffagents.guidance import GradientGuide
 from diffagents.nn import TemporalUNet, TemporalValue
 from diffagents.roles import TrajectoryPlanner
@@ -294,7 +295,7 @@ class Diffuser(OfflineAgent):
         cache = state if isinstance(state, PlanCache) else PlanCache()
         had_plans = cache.plans is not None and cache.plans.shape[0] == obs.shape[0]
         idx = cache.due(obs.shape[0], episode_start, c.replan_every, replan_at_end=c.execution == "actions")
-        stalled = self._stalled(cache, c.follow_stall_steps) if (c.execution == "follow" and had_plans and
+        stalled = stalled_envs(cache, c.follow_stall_steps) if (c.execution == "follow" and had_plans and
                                                                   c.follow_stall_steps is not None) else idx[:0]
         idx = np.union1d(idx, stalled)
         if len(idx):
@@ -337,55 +338,27 @@ class Diffuser(OfflineAgent):
         return actions, cache
 
     def _track(self, obs: torch.Tensor, plans: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-        """PD tracking of the next planned state (Diffuser Maze2D): ``a = kp (p* - p) + kd (v* - v)``; past the
+        """PD tracking of the next planned state (:func:`~diffagents.execution.trackers.pd_track`); past the
         plan's end the target is its last state with zero velocity."""
         h = plans.shape[1]
         nxt = torch.clamp(steps + 1, max=h - 1)
         states = plans[torch.arange(plans.shape[0], device=obs.device), nxt, self.act_dim:]  # (B, S) normalised
         target, cur = self._raw(obs, states[:, None])[:, 0], self._raw(obs)
         pos, vel = slice(*self.config.track_pos_dims), slice(*self.config.track_vel_dims)
-        kp, kd = self.config.track_gains
-        end = (steps + 1 >= h)[:, None]
-        target_vel = torch.where(end, torch.zeros_like(target[:, vel]), target[:, vel])
-        act = kp * (target[:, pos] - cur[:, pos]) + kd * (target_vel - cur[:, vel])
+        act = pd_track(target[:, pos], target[:, vel], cur[:, pos], cur[:, vel], (steps + 1 >= h)[:, None],
+                       self.config.track_gains)
         return self._scale_action(act)
 
     def _follow(self, obs: torch.Tensor, plans: torch.Tensor, progress: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Path following of the planned positions (``execution="follow"``).
-
-        ``progress`` (``(B,)``) is the plan index each env has reached. It moves to the last plan index within
-        ``follow_radius`` of the agent (so a detour of the plan that returns near the agent is skipped); the
-        target is the first later index farther than ``follow_radius`` (the final, goal state once none is), and
-        ``a = kp (p* - p) - kd v``. Returns the actions and the new progress.
-        """
-        b, h = plans.shape[:2]
+        """Path following of the planned positions (``execution="follow"``,
+        :func:`~diffagents.execution.trackers.follow_path`); returns the actions and the new progress."""
         pos, vel = slice(*self.config.track_pos_dims), slice(*self.config.track_vel_dims)
         points = self._raw(obs, plans[..., self.act_dim:])[..., pos]  # (B, H, P) planned positions
         cur = self._raw(obs)
-        dist = (points - cur[:, None, pos]).norm(dim=-1)  # (B, H)
-        index = torch.arange(h, device=obs.device).expand(b, h)
-        r = self.config.follow_radius
-        reached = (index >= progress[:, None]) & (dist <= r)
-        progress = torch.where(reached, index, progress[:, None]).amax(dim=1)
-        beyond = (index > progress[:, None]) & (dist > r)
-        target = torch.where(beyond, index, torch.full_like(index, h - 1)).amin(dim=1)
-        kp, kd = self.config.follow_gains
-        act = kp * (points[torch.arange(b, device=obs.device), target] - cur[:, pos]) - kd * cur[:, vel]
+        act, progress = follow_path(points, cur[:, pos], cur[:, vel], progress, self.config.follow_radius,
+                                    self.config.follow_gains)
         return self._scale_action(act), progress
-
-    @staticmethod
-    def _stalled(cache: PlanCache, k: int) -> np.ndarray:
-        """Envs whose followed plan has not advanced for ``k`` steps short of its end (``follow_stall_steps``).
-
-        Checked every ``k`` decisions, so the device-to-host copy of the ``(B,)`` flags happens once per ``k`` steps.
-        """
-        progress, moved = cache.extra.get("progress"), cache.extra.get("moved")
-        if progress is None or moved is None or cache.plans is None or cache.calls % k:
-            return np.zeros(0, dtype=np.int64)
-        age = torch.as_tensor(cache.age, device=progress.device)
-        stuck = (age - moved >= k) & (progress < cache.plans.shape[1] - 1)
-        return np.flatnonzero(stuck.cpu().numpy())
 
     def _raw(self, obs: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
         """Env-unit observations: ``obs`` (``(B, O)``, normalised) itself, or with its state part replaced by each

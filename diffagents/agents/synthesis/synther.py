@@ -48,9 +48,10 @@ from diffagents.core.registry import register_agent
 from diffagents.core.standalone import StandaloneAgent
 from diffagents.data import GaussianNormalizer, ObsFlattener, load_dataset
 from diffagents.diffusion import GaussianDiffusion, NoiseSchedule
+from diffagents.diffusion.edm import EDMProcess
 from diffagents.guidance import Inpaint
 from diffagents.nn import ResidualMLPDenoiser
-from diffagents.roles.synthesizer import EDMProcess, TransitionSynthesizer
+from diffagents.roles.synthesizer import TransitionSynthesizer
 from diffagents.spaces import space_from_dict, space_to_dict
 from diffagents.training import EMA, Updater
 
