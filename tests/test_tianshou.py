@@ -188,7 +188,7 @@ def test_diffusion_policy_chunk_windows_match_agent_windows(datasets: Any) -> No
     algo = as_algorithm(agent)
     buf = algo.process_buffer(from_minari(datasets["pendulum"]))
     # the window of the first step of the first episode: history padded with step 0, then steps 0..2
-    win = algo._chunks(buf, np.array([0, 1]))
+    win = algo._preprocess_batch(None, buf, np.array([0, 1]))  # the agent's "chunks" spec from the buffer
     obs = agent.normalize_obs(np.asarray(buf.obs[[0, 0, 1, 2]], dtype=np.float32))
     np.testing.assert_allclose(win["obs"][0], obs)
     np.testing.assert_allclose(win["actions"][1], np.asarray(buf.act[[0, 1, 2, 3]], dtype=np.float32))

@@ -33,6 +33,7 @@ from tianshou.algorithm.algorithm_base import OfflineAlgorithm, OffPolicyAlgorit
 from tianshou.data import Batch, ReplayBuffer
 
 from diffagents.core.contract import CHUNKS, TRANSITIONS, WINDOWS
+from diffagents.data.batches import buffer_chunks, buffer_returns_to_go, buffer_transitions, buffer_windows
 from diffagents.execution.plan_cache import PlanCache
 from diffagents.transfer import to_device
 
@@ -128,66 +129,19 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
         if "obs" not in agent.normalizers:
             agent.normalizers["obs"] = agent.fit_obs_normalizer(np.asarray(buffer.obs[: len(buffer)]))
         if self.horizon is not None:
-            from diffagents.data import discounted_returns
-
-            n = len(buffer)
-            rew = np.asarray(buffer.rew[:n], dtype=np.float32).copy()
-            penalty = getattr(agent.config, "termination_penalty", None)
-            if penalty is not None:
-                rew[np.asarray(buffer.terminated[:n], dtype=bool)] += penalty
-            ends = np.flatnonzero(np.asarray(buffer.done[:n], dtype=bool))
-            if len(ends) == 0 or ends[-1] != n - 1:
-                ends = np.r_[ends, n - 1]
-            lengths = np.diff(np.r_[-1, ends])
-            rtg = discounted_returns(rew, lengths, agent.config.discount)
+            rtg = buffer_returns_to_go(buffer, agent.config.discount,
+                                       getattr(agent.config, "termination_penalty", None))
             buffer.set_array_at_key(rtg, "returns_to_go")
         return buffer
 
-    def _windows(self, buffer: ReplayBuffer, indices: np.ndarray) -> dict[str, np.ndarray]:
-        assert self.horizon is not None
-        idx = [np.asarray(indices)]
-        valid = [np.ones(len(indices), dtype=bool)]
-        for _ in range(self.horizon - 1):
-            prev = idx[-1]
-            idx.append(buffer.next(prev))
-            valid.append(valid[-1] & ~np.asarray(buffer.done[prev], dtype=bool))
-        rows = np.stack(idx, axis=1)  # (B, H)
-        mask = np.stack(valid, axis=1)  # (B, H)
-        agent = self.agent
-        obs = agent.normalize_obs(np.asarray(buffer.obs[rows], dtype=np.float32))
-        obs[~mask] = 0.0
-        act = np.asarray(buffer.act[rows], dtype=np.float32)
-        act[~mask] = 0.0
-        rtg = np.asarray(buffer.returns_to_go[rows], dtype=np.float32) * mask
-        return {"observations": obs, "actions": act, "returns_to_go": rtg, "mask": mask.astype(np.float32)}
-
-    def _chunks(self, buffer: ReplayBuffer, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Diffusion Policy windows: rows ``s - (To - 1) .. s + Tp - To``; ``buffer.prev`` / ``buffer.next`` stop
-        at episode boundaries, which is exactly the edge padding the agent trains with."""
-        assert self.chunk is not None
-        to, tp = self.chunk
-        before = [np.asarray(indices)]
-        for _ in range(to - 1):
-            before.insert(0, buffer.prev(before[0]))
-        after = [before[-1]]
-        for _ in range(tp - to):
-            after.append(buffer.next(after[-1]))
-        rows = np.stack(before + after[1:], axis=1)  # (B, Tp)
-        agent = self.agent
-        return {"obs": agent.normalize_obs(np.asarray(buffer.obs[rows], dtype=np.float32)),
-                "actions": np.asarray(buffer.act[rows], dtype=np.float32)}
-
     def _preprocess_batch(self, batch: Any, buffer: ReplayBuffer, indices: np.ndarray) -> Any:
+        """The agent's declared batch spec, built by :mod:`diffagents.data.batches` from the buffer."""
+        norm = self.agent.normalize_obs
         if self.horizon is not None:
-            return Batch(**self._windows(buffer, indices))
+            return Batch(**buffer_windows(buffer, indices, self.horizon, norm))
         if self.chunk is not None:
-            return Batch(**self._chunks(buffer, indices))
-        agent = self.agent
-        return Batch(obs=agent.normalize_obs(np.asarray(batch.obs, dtype=np.float32)),
-                     action=np.asarray(batch.act, dtype=np.float32),
-                     reward=np.asarray(batch.rew, dtype=np.float32),
-                     next_obs=agent.normalize_obs(np.asarray(batch.obs_next, dtype=np.float32)),
-                     terminated=np.asarray(batch.terminated, dtype=np.float32))
+            return Batch(**buffer_chunks(buffer, indices, *self.chunk, norm))
+        return Batch(**buffer_transitions(batch, norm))
 
     # -- update --------------------------------------------------------------------------------------------
     def _update_with_batch(self, batch: Any) -> DiffusionTrainingStats:

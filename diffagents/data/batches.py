@@ -1,6 +1,7 @@
-"""Batch builders of the ``windows`` and ``chunks`` batch specs over a Minari dataset, in an agent's normalised
-space (:mod:`diffagents.core.contract`): planner windows (Diffuser, Decision Diffuser) and observation-history /
-action-chunk windows (Diffusion Policy and its distilled students)."""
+"""Batch builders by batch spec (:mod:`diffagents.core.contract`), in an agent's normalised space, over a Minari
+dataset (device-resident samplers the agents train from: planner windows for Diffuser / Decision Diffuser,
+observation-history / action-chunk windows for Diffusion Policy and its students) and over a Tianshou replay buffer
+(the same specs, gathered per batch for :mod:`diffagents.wrappers.tianshou`)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,69 @@ def attach_chunk_windows(agent: Any, obs_horizon: int, pred_horizon: int) -> Non
     obs = agent.normalize_obs(table.observations[table.obs_offsets[row_ep] + step])
     act = agent.scale_action(table.actions[table.step_offsets[row_ep] + step])
     agent._sampler = WindowSampler({"obs": obs, "actions": act}, starts, pred_horizon, device=agent.device)
+
+
+# ---------------------------------------------------------------------------------------------- replay buffers
+# The same batch specs gathered from a Tianshou ``ReplayBuffer`` (duck-typed: ``obs``, ``act``, ``rew``, ``done``,
+# ``terminated``, ``next``, ``prev``; tianshou is not imported here), for :mod:`diffagents.wrappers.tianshou`.
+
+
+def buffer_returns_to_go(buffer: Any, discount: float, termination_penalty: float | None = None) -> np.ndarray:
+    """Discounted returns-to-go ``(N,)`` of every step of ``buffer`` (episodes end where ``done``; the last,
+    unfinished one at the buffer's end), with ``termination_penalty`` added to terminal rewards (Diffuser)."""
+    from diffagents.data.windows import discounted_returns
+
+    n = len(buffer)
+    rew = np.asarray(buffer.rew[:n], dtype=np.float32).copy()
+    if termination_penalty is not None:
+        rew[np.asarray(buffer.terminated[:n], dtype=bool)] += termination_penalty
+    ends = np.flatnonzero(np.asarray(buffer.done[:n], dtype=bool))
+    if len(ends) == 0 or ends[-1] != n - 1:
+        ends = np.r_[ends, n - 1]
+    lengths = np.diff(np.r_[-1, ends])
+    return discounted_returns(rew, lengths, discount)  # type: ignore[no-any-return]
+
+
+def buffer_windows(buffer: Any, indices: np.ndarray, horizon: int, normalize_obs: Any) -> dict[str, np.ndarray]:
+    """The ``windows`` spec from ``buffer``: ``horizon`` steps from each index, following ``buffer.next``;
+    steps past an episode's end are masked and zero (Diffuser's convention, as :func:`attach_windows`).
+    Needs ``returns_to_go`` in the buffer (:func:`buffer_returns_to_go`)."""
+    idx = [np.asarray(indices)]
+    valid = [np.ones(len(indices), dtype=bool)]
+    for _ in range(horizon - 1):
+        prev = idx[-1]
+        idx.append(buffer.next(prev))
+        valid.append(valid[-1] & ~np.asarray(buffer.done[prev], dtype=bool))
+    rows = np.stack(idx, axis=1)  # (B, H)
+    mask = np.stack(valid, axis=1)  # (B, H)
+    obs = normalize_obs(np.asarray(buffer.obs[rows], dtype=np.float32))
+    obs[~mask] = 0.0
+    act = np.asarray(buffer.act[rows], dtype=np.float32)
+    act[~mask] = 0.0
+    rtg = np.asarray(buffer.returns_to_go[rows], dtype=np.float32) * mask
+    return {"observations": obs, "actions": act, "returns_to_go": rtg, "mask": mask.astype(np.float32)}
+
+
+def buffer_chunks(buffer: Any, indices: np.ndarray, obs_horizon: int, pred_horizon: int, normalize_obs: Any
+                  ) -> dict[str, np.ndarray]:
+    """The ``chunks`` spec from ``buffer``: rows ``s - (To - 1) .. s + Tp - To`` around each index;
+    ``buffer.prev`` / ``buffer.next`` stop at episode boundaries, which is exactly the edge padding of
+    :func:`attach_chunk_windows`."""
+    before = [np.asarray(indices)]
+    for _ in range(obs_horizon - 1):
+        before.insert(0, buffer.prev(before[0]))
+    after = [before[-1]]
+    for _ in range(pred_horizon - obs_horizon):
+        after.append(buffer.next(after[-1]))
+    rows = np.stack(before + after[1:], axis=1)  # (B, Tp)
+    return {"obs": normalize_obs(np.asarray(buffer.obs[rows], dtype=np.float32)),
+            "actions": np.asarray(buffer.act[rows], dtype=np.float32)}
+
+
+def buffer_transitions(batch: Any, normalize_obs: Any) -> dict[str, np.ndarray]:
+    """The ``transitions`` spec from a sampled buffer batch (``obs``, ``act``, ``rew``, ``obs_next``,
+    ``terminated``)."""
+    return {"obs": normalize_obs(np.asarray(batch.obs, dtype=np.float32)),
+            "action": np.asarray(batch.act, dtype=np.float32), "reward": np.asarray(batch.rew, dtype=np.float32),
+            "next_obs": normalize_obs(np.asarray(batch.obs_next, dtype=np.float32)),
+            "terminated": np.asarray(batch.terminated, dtype=np.float32)}
