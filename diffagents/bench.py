@@ -35,11 +35,11 @@ class SpeedResult:
         return asdict(self)
 
 
-BENCH_KINDS = ("offline", "online", "distilled")  # Gymnasium agents that learn from a dataset or their env
+BENCH_KINDS = ("offline", "online", "distilled", "multiagent", "generator")  # every concrete kind
 
 
 def default_agents() -> list[str]:
-    """Every registered Gymnasium agent (kinds :data:`BENCH_KINDS`), from the registry."""
+    """Every registered concrete agent (kinds :data:`BENCH_KINDS`), from the registry."""
     from diffagents.core.registry import agent_infos
 
     return [i.name for i in agent_infos(lambda i: i.kind in BENCH_KINDS)]
@@ -103,7 +103,8 @@ def build_agent(name: str, env: Any, dataset: Any, *, device: str = "cpu", seed:
     """Agent ``name`` (case-insensitive registry name) at :func:`sizes` updated with ``overrides``.
 
     A distilled agent is distilled (one step) from its config's default teacher; an online agent gets its replay
-    buffer filled with ``batch_size`` random env steps so that its ``train`` can be timed.
+    buffer filled with ``batch_size`` random env steps so that its ``train`` can be timed; a generator is fitted on
+    ``dataset``; a multi-agent agent trains on a small seeded MPE simple_spread dataset (its own kind of data).
     """
     from diffagents.core.registry import get_agent_class, get_agent_info
 
@@ -116,6 +117,14 @@ def build_agent(name: str, env: Any, dataset: Any, *, device: str = "cpu", seed:
         teacher_cls = get_agent_class(cls.config_class().teacher)
         teacher = teacher_cls(env=env, dataset=dataset, seed=seed, device=device, **sizes(teacher_cls, quick))
         return distill(teacher, steps=1, seed=seed, **kw)
+    if info.kind == "generator":
+        return cls.from_dataset(dataset, seed=seed, device=device, **kw)
+    if info.kind == "multiagent":
+        from diffagents.data import make_dataset
+        from diffagents.wrappers.pettingzoo import env_fn_from_dataset
+
+        team = make_dataset("diffagents/mpe-spread/expert-v0", size=500, seed=seed)
+        return cls(env_fn_from_dataset(team), team, seed=seed, device=device, **kw)
     if info.kind == "online":
         kw.setdefault("batch_size", 256)
         agent = cls(env=env, seed=seed, device=device, **{"learning_starts": kw["batch_size"], **kw})
@@ -128,11 +137,13 @@ def train_rate(agent: Any, steps: int, warmup: int = 3, sync: bool = False) -> f
     """Gradient steps per second of ``agent``'s full update over ``steps`` steps (after ``warmup`` steps)."""
     import torch
 
-    online = not hasattr(agent, "set_dataset")  # an SB3 OffPolicyAlgorithm: time its train() on the filled buffer
+    kind = agent.agent_kind
 
     def run(n: int) -> None:
-        if online:
+        if kind == "online":  # an SB3 OffPolicyAlgorithm: its train() on the filled buffer
             agent.train(gradient_steps=n, batch_size=agent.batch_size)
+        elif kind == "generator":  # a fresh fit of n steps (the online buffers' refit)
+            agent.fit(steps=n)
         else:
             agent.learn(n, reset_num_timesteps=False)
 
@@ -147,7 +158,13 @@ def train_rate(agent: Any, steps: int, warmup: int = 3, sync: bool = False) -> f
 
 
 def decision_latency(agent: Any, obs: Any, repeats: int = 15, sync: bool = False) -> float:
-    """Median seconds of ``agent.predict(obs, deterministic=True)`` for one observation."""
+    """Median seconds of ``agent.predict(obs, deterministic=True)`` for one observation (a generator: of drawing one
+    transition; a multi-agent agent: of one joint step of the team, from its env's first observation)."""
+    if agent.agent_kind == "generator":
+        return timeit(lambda: agent.sample(1, seed=0), repeats=repeats, warmup=2, sync=sync)["wall_median"]
+    if agent.agent_kind == "multiagent":
+        team_obs, _ = agent.env.reset(seed=0)
+        obs = team_obs
     return timeit(lambda: agent.predict(obs, deterministic=True), repeats=repeats, warmup=2, sync=sync)["wall_median"]
 
 

@@ -294,3 +294,27 @@ def test_renamed_config_fields_load_from_old_checkpoints_and_warn_as_keywords() 
     assert (old.sampler_steps, old.n_diffusion_steps) == (3, 50)
     with pytest.raises(ValueError, match=r"unknown hyperparameters \['nosuch'\]"):
         dp.from_kwargs("DiffusionPolicy", {"nosuch": 1})
+
+
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from diffagents.bench import synthetic_dataset
+
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    ds = synthetic_dataset("Pendulum-v1", 300, tmp_path_factory.mktemp("bench"))
+    yield ds
+    if old is None:
+        os.environ.pop("MINARI_DATASETS_PATH", None)
+    else:
+        os.environ["MINARI_DATASETS_PATH"] = old
+
+
+@pytest.mark.parametrize("name", CONCRETE)
+def test_every_registered_agent_is_a_bench_row(name: str, bench_data: Any) -> None:
+    """``diffagents bench --quick`` measures every concrete registered agent at its tiny config."""
+    from diffagents import bench
+
+    assert name in bench.default_agents()
+    res = bench.measure(name, gym.make("Pendulum-v1"), bench_data, steps=2, repeats=2, quick=True)
+    assert res.agent == name and res.train_steps_per_s is not None and res.train_steps_per_s > 0
+    assert np.isfinite(res.latency_ms) and res.latency_ms > 0

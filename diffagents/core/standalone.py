@@ -56,6 +56,16 @@ class StandaloneAgent:
         self._logger: Any = None
         self._custom_logger = False
 
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        """Hyperparameters for a seconds-long behaviour check (every registered agent defines its own)."""
+        raise NotImplementedError(f"{cls.__name__}.tiny_config")
+
+    @classmethod
+    def bench_config(cls) -> dict[str, Any]:
+        """Hyperparameters ``diffagents bench`` times the agent at (default: the paper's)."""
+        return {}
+
     @property
     def nets(self) -> dict[str, torch.nn.Module]:
         """The trained networks by name (all saved)."""

@@ -106,6 +106,11 @@ class MADiff(StandaloneAgent):
         return dict(dim=8, dim_mults=(1, 2), horizon=8, n_diffusion_steps=10, sampler="ddim", sampler_steps=4,
                     inv_hidden=(32,), batch_size=8, inv_batch_size=32, returns_scale=50.0, n_heads=2)
 
+    @classmethod
+    def bench_config(cls) -> dict[str, Any]:
+        """``diffagents bench`` times the CPU preset (the paper's U-Net takes seconds a step on one thread)."""
+        return dict(cls.cpu_preset)
+
     @property
     def normalizer(self) -> Any:
         """The per-agent observation normalizer ``(N*D)`` (``normalizers["obs"]``), or None."""

@@ -193,6 +193,11 @@ class SynthER(StandaloneAgent):
     def tiny_config(cls) -> dict[str, Any]:
         return dict(width=32, n_blocks=1, time_dim=16, batch_size=64, sampler_steps=4)
 
+    @classmethod
+    def bench_config(cls) -> dict[str, Any]:
+        """``diffagents bench`` times the CPU budget of the zoo recipes (docs/compute-budget.md Sec. 6)."""
+        return dict(width=512, n_blocks=4, batch_size=256, sampler_steps=32)
+
     @property
     def nets(self) -> dict[str, torch.nn.Module]:
         return {"denoiser": self.synth.denoiser}
