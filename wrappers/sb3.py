@@ -32,6 +32,7 @@ from stable_baselines3.common.type_aliases import DictReplayBufferSamples, Repla
 from stable_baselines3.common.vec_env import VecNormalize
 
 from diffagents.agents.synthesis.synther import SynthER
+from diffagents.core.agent_io import to_unit
 
 _COUNTERS = ("pos", "full", "env_steps_added", "last_retrain", "synthetic_count", "buffer_size", "n_envs")
 
@@ -125,7 +126,7 @@ class _SynthERMixin:
         n = len(data["rewards"])
         low, high = self.action_space.low.reshape(-1), self.action_space.high.reshape(-1)
         acts = np.asarray(data["actions"], np.float32).reshape(n, -1)
-        scaled = np.clip(2.0 * (acts - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+        scaled = to_unit(acts, low, high).astype(np.float32)
         self.syn = {
             "observations": self._obs_layout(gen.unflatten_obs(np.asarray(data["observations"], np.float32))),
             "next_observations": self._obs_layout(gen.unflatten_obs(np.asarray(data["next_observations"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from gymnasium import spaces
 
 
@@ -38,17 +39,29 @@ def flat_observations(flattener: Any, observation: Any, obs_dim: int, space: spa
     return flat, vectorized
 
 
+def to_unit(x: Any, low: Any, high: Any) -> Any:
+    """``[low, high] -> [-1, 1]``, clipped: THE action scaling of the package (numpy arrays or torch tensors;
+    bounds broadcast, e.g. ``(A,)`` or ``(N, A)`` for a team)."""
+    y = 2.0 * (x - low) / (high - low) - 1.0
+    return y.clamp(-1.0, 1.0) if isinstance(y, torch.Tensor) else np.clip(y, -1.0, 1.0)
+
+
+def from_unit(y: Any, low: Any, high: Any) -> Any:
+    """``[-1, 1] -> [low, high]`` (the inverse of :func:`to_unit`; ``y`` is clipped first)."""
+    y = y.clamp(-1.0, 1.0) if isinstance(y, torch.Tensor) else np.clip(y, -1.0, 1.0)
+    return low + (y + 1.0) * 0.5 * (high - low)
+
+
 def scale_action(space: spaces.Box, action: np.ndarray) -> np.ndarray:
     """Env-space actions -> [-1, 1] using the bounds of ``space`` (clipped)."""
     low, high = space.low, space.high
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         raise ValueError(f"action_space: bounded Box needed for action scaling, got {space}")
-    scaled = 2.0 * (np.asarray(action, dtype=np.float64) - low) / (high - low) - 1.0
-    return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+    return to_unit(np.asarray(action, dtype=np.float64), low, high).astype(np.float32)  # type: ignore[no-any-return]
 
 
 def unscale_action(space: spaces.Box, scaled: np.ndarray) -> np.ndarray:
     """[-1, 1] actions -> env-space actions of ``space`` (its dtype, inside its bounds)."""
     low, high = space.low, space.high
-    action = (low + (np.clip(scaled, -1.0, 1.0) + 1.0) * 0.5 * (high - low)).astype(space.dtype)
+    action = from_unit(scaled, low, high).astype(space.dtype)
     return np.clip(action, low, high)  # rounding to the space's dtype can step one ulp past a bound

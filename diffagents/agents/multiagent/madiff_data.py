@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from diffagents.core.agent_io import from_unit, to_unit
 from diffagents.execution.plan_cache import PlanCache
 
 
@@ -111,7 +112,7 @@ class AgentSpec:
     def scale_action(self, actions: np.ndarray) -> np.ndarray:
         """Box actions ``(..., N, A)`` in env bounds -> ``[-1, 1]`` (clipped)."""
         low, high = self._bounds()
-        return np.clip(2.0 * (actions - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+        return to_unit(actions, low, high).astype(np.float32)  # type: ignore[no-any-return]
 
     def to_env_actions(self, out: np.ndarray) -> np.ndarray:
         """Inverse-dynamics outputs ``(E, N, A)`` -> env actions ``(E, N, *shape)`` (Discrete: ``(E, N)`` ints)."""
@@ -119,7 +120,7 @@ class AgentSpec:
         if isinstance(first, spaces.Discrete):
             return out.argmax(-1).astype(np.int64) + int(first.start)
         low, high = self._bounds()
-        act = low + (np.clip(out, -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+        act = from_unit(out, low, high)
         return act.reshape(*out.shape[:2], *first.shape).astype(first.dtype)  # type: ignore[misc]
 
     def joint_observation(self, observation: Any) -> tuple[np.ndarray, bool]:

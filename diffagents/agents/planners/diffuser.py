@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffagents.core.agent_io import to_unit
 from diffagents.core.config import AgentConfig
 from diffagents.core.contract import WINDOWS
 from diffagents.core.offline import OfflineAgent
@@ -374,7 +375,7 @@ class Diffuser(OfflineAgent):
         """Env-space actions -> the agents' [-1, 1] action space (clipped)."""
         low = torch.as_tensor(self.action_space.low, device=act.device, dtype=act.dtype)
         high = torch.as_tensor(self.action_space.high, device=act.device, dtype=act.dtype)
-        return (2.0 * (act - low) / (high - low) - 1.0).clamp(-1.0, 1.0)
+        return to_unit(act, low, high)  # type: ignore[no-any-return]
 
     def plan_reuse_rate(self) -> float:
         """Fraction of decisions served from a cached plan since construction."""

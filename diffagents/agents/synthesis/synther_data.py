@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from diffagents.core.agent_io import from_unit
 from diffagents.data import ObsFlattener, load_dataset, to_transitions
 from diffagents.spaces import spaces_equal
 
@@ -89,8 +90,8 @@ def sb3_buffer_arrays(rb: Any, flattener: ObsFlattener) -> dict[str, np.ndarray]
     else:
         nxt = flat(rb.next_observations)
     low, high = rb.action_space.low.reshape(-1), rb.action_space.high.reshape(-1)
-    scaled = np.clip(rows(rb.actions).reshape(-1, low.shape[0]), -1.0, 1.0)
-    return {"observations": flat(rb.observations), "actions": low + (scaled + 1.0) * 0.5 * (high - low),
+    scaled = rows(rb.actions).reshape(-1, low.shape[0])
+    return {"observations": flat(rb.observations), "actions": from_unit(scaled, low, high),
             "rewards": rows(rb.rewards), "next_observations": nxt,
             "terminations": rows(rb.dones * (1.0 - rb.timeouts)) > 0.5}
 

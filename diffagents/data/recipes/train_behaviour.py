@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from diffagents.core.agent_io import from_unit
 from diffagents.data.recipes.base import evaluate_gym
 from diffagents.data.recipes.behaviour import PACKAGE_WEIGHTS, MLPActor, save_actor, user_weights_dir
 
@@ -72,7 +73,7 @@ def _replay_arrays(model: Any, upto: int) -> dict[str, np.ndarray]:
     rb = model.replay_buffer
     n = min(upto, rb.buffer_size if rb.full else rb.pos)
     low, high = model.action_space.low, model.action_space.high
-    act = low + (rb.actions[:n, 0] + 1.0) * 0.5 * (high - low)
+    act = from_unit(rb.actions[:n, 0], low, high)
     dones = rb.dones[:n, 0].astype(bool)
     timeouts = rb.timeouts[:n, 0].astype(bool)
     ends = np.flatnonzero(dones | (np.arange(n) == n - 1))
