@@ -19,6 +19,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("kernel_speed", "Agent kernel: speed before and after, side by side (issue: one agent kernel)"),
     ("zoo_recheck", "Agent kernel: every zoo entry re-evaluated on its card's seeds, before and after"),
     ("faults", "Faults: kill, full disk, concurrent writers (issue: reliability)"),
+    ("flow_speed", "Flow agents: training speed and decision latency (FQL, FlowBC vs Diffusion-QL)"),
     ("offline_pendulum", "Offline RL quality on Pendulum (ours vs d3rlpy)"),
     ("offline_mujoco", "Offline RL quality on Hopper / HalfCheetah (ours vs d3rlpy)"),
     ("curves_summary_40000", "Offline RL at 40k gradient steps across datasets: Diffusion-QL vs d3rlpy, 3 seeds"),

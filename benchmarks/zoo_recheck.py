@@ -67,6 +67,11 @@ def report(rows: dict[str, dict[str, Any]]) -> str:
              "thread) are listed with the date of their card's evaluation.\n",
              "| zoo id | metric | card | this revision | before the kernel | identical to before | "
              "abs(card - fresh) | seconds | checked |", "|---|---|---:|---:|---:|---|---:|---:|---|"]
+    final = _rows(HERE / "results" / "zoo_recheck_final.jsonl")
+    if final:
+        agree = sum(1 for k, f in final.items() if k in old and old[k]["fresh"] == f["fresh"])
+        lines.insert(1, f"After the last changes of the session (`--stem zoo_recheck_final --ids ...`, the {len(final)} "
+                        f"fastest entries): **{agree} of {len(final)} identical to the pre-kernel revision** again.\n")
     for zoo_id in [r["id"] for r in zoo.list_agents()]:
         r, o = rows.get(zoo_id), old.get(zoo_id)
         if r is None:
@@ -95,6 +100,9 @@ def main() -> None:
     from diffagents import zoo
 
     done = {}
+    if args.stem == "zoo_recheck_final":  # the report is always of the main run
+        out_main = HERE / "results" / "zoo_recheck.jsonl"
+        done_main = _rows(out_main)
     if out.is_file():
         for line in out.read_text().splitlines():
             row = json.loads(line)
@@ -111,8 +119,9 @@ def main() -> None:
             with out.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
-    if args.stem == "zoo_recheck":
-        (HERE / "results" / "zoo_recheck.md").write_text(report(done))
+    if args.stem in ("zoo_recheck", "zoo_recheck_final"):
+        (HERE / "results" / "zoo_recheck.md").write_text(report(done_main if args.stem == "zoo_recheck_final"
+                                                                 else done))
 
 
 def _steps(zoo: Any, zoo_id: str) -> int:
