@@ -18,6 +18,7 @@ SECTIONS = [  # (fragment stem, section title); missing fragments are listed as 
     ("agent_speed", "Agent training throughput and decision latency"),
     ("kernel_speed", "Agent kernel: speed before and after, side by side (issue: one agent kernel)"),
     ("zoo_recheck", "Agent kernel: every zoo entry re-evaluated on its card's seeds, before and after"),
+    ("zoo_slow_check", "Agent kernel: the slow zoo check on every entry"),
     ("faults", "Faults: kill, full disk, concurrent writers (issue: reliability)"),
     ("flow_speed", "Flow agents: training speed and decision latency (FQL, FlowBC vs Diffusion-QL)"),
     ("offline_pendulum", "Offline RL quality on Pendulum (ours vs d3rlpy)"),
