@@ -95,7 +95,7 @@ def sizes(cls: Any, quick: bool) -> dict[str, Any]:
     """The hyperparameters an agent is benchmarked at: ``cls.tiny_config()`` with ``quick``, else
     ``cls.bench_config()`` (paper defaults for the policies, CPU budgets of docs/compute-budget.md Sec. 6-7 for the
     U-Net agents, whose paper sizes take seconds per step on one CPU thread)."""
-    return dict(cls.tiny_config() if quick else getattr(cls, "bench_config", dict)())
+    return dict(cls.tiny_config() if quick else cls.bench_config())
 
 
 def build_agent(name: str, env: Any, dataset: Any, *, device: str = "cpu", seed: int = 0, quick: bool = False,

@@ -318,3 +318,25 @@ def test_every_registered_agent_is_a_bench_row(name: str, bench_data: Any) -> No
     res = bench.measure(name, gym.make("Pendulum-v1"), bench_data, steps=2, repeats=2, quick=True)
     assert res.agent == name and res.train_steps_per_s is not None and res.train_steps_per_s > 0
     assert np.isfinite(res.latency_ms) and res.latency_ms > 0
+
+
+def test_registration_requires_the_contract() -> None:
+    """A concrete agent without a tiny config, or with an unknown batch spec, is refused when it registers."""
+    from diffagents.core.offline import OfflineAgent
+    from diffagents.core.registry import register_agent
+
+    class NoTiny(OfflineAgent):
+        pass
+
+    class BadSpec(OfflineAgent):
+        batch_spec = "frames"
+
+        @classmethod
+        def tiny_config(cls) -> dict[str, Any]:
+            return {}
+
+    with pytest.raises(TypeError, match="NoTiny.tiny_config"):
+        register_agent(NoTiny)
+    with pytest.raises(TypeError, match="BadSpec.batch_spec: expected one of"):
+        register_agent(BadSpec)
+    assert "NoTiny" not in diffagents.list_agents() and "BadSpec" not in diffagents.list_agents()

@@ -145,15 +145,7 @@ class DiffusionOfflineAlgorithm(OfflineAlgorithm[DiffusionAgentPolicy]):
 
     # -- update --------------------------------------------------------------------------------------------
     def _update_with_batch(self, batch: Any) -> DiffusionTrainingStats:
-        agent = self.agent
-        tensors = {k: to_device(np.asarray(v), agent.device) for k, v in batch.items()}
-        agent.set_training_mode(True)
-        stats = agent.train_step(tensors)
-        agent.num_timesteps += 1
-        agent._n_updates += 1
-        from diffagents.training import check_finite
-
-        return DiffusionTrainingStats.of(check_finite(stats, agent.num_timesteps))
+        return _train_step(self.agent, batch.items(), count_timesteps=True)
 
 
 class OnlineAgentPolicy(Policy):
@@ -182,21 +174,23 @@ class OnlineAgentAlgorithm(OffPolicyAlgorithm[OnlineAgentPolicy]):
         self.agent = agent
 
     def _update_with_batch(self, batch: Any) -> DiffusionTrainingStats:
-        from diffagents.training import check_finite
+        # raw policy actions (already in [-1, 1]) and flat raw observations: what the online agent acts on
+        data = buffer_transitions(batch, lambda obs: np.asarray(obs, np.float32).reshape(len(obs), -1))
+        return _train_step(self.agent, data.items(), count_timesteps=False)
 
-        agent = self.agent
-        dev = agent.device
 
-        def t(x: Any) -> torch.Tensor:
-            return to_device(np.asarray(x), dev, torch.float32)
+def _train_step(agent: Any, batch: Any, *, count_timesteps: bool) -> DiffusionTrainingStats:
+    """One ``agent.train_step`` on a batch of arrays (its declared spec); offline agents count it as a timestep
+    (one timestep = one gradient step), online ones count env steps elsewhere."""
+    from diffagents.training import check_finite
 
-        data = {"obs": t(batch.obs).flatten(1), "action": t(batch.act),  # raw policy actions, already in [-1, 1]
-                "reward": t(batch.rew).view(-1), "next_obs": t(batch.obs_next).flatten(1),
-                "terminated": t(batch.terminated).view(-1)}
-        agent.set_training_mode(True)
-        stats = agent.train_step(data)
-        agent._n_updates += 1
-        return DiffusionTrainingStats.of(check_finite(stats, agent._n_updates))
+    tensors = {k: to_device(np.asarray(v), agent.device, torch.float32) for k, v in batch}
+    agent.set_training_mode(True)
+    stats = agent.train_step(tensors)
+    agent._n_updates += 1
+    if count_timesteps:
+        agent.num_timesteps += 1
+    return DiffusionTrainingStats.of(check_finite(stats, agent._n_updates))
 
 
 def as_policy(agent: Any) -> Policy:

@@ -33,7 +33,6 @@ from diffagents.persistence import (
     save_checkpoint,
 )
 from diffagents.rng import get_rng_state, set_rng_state
-from diffagents.training import check_finite
 
 
 def algo_of(meta: dict[str, Any]) -> Any:
@@ -193,7 +192,7 @@ def load_agent(cls: Any, path: Any, *, env: Any = None, device: torch.device | s
     ckpt = upgrade_legacy(read_checkpoint(path))
     algo = algo_of(ckpt.meta)
     target: Any = cls
-    if getattr(cls, "agent_name", None) is None or "agent_name" not in vars(cls):  # a base class: dispatch
+    if vars(cls).get("agent_name") is None:  # a base class (registration sets its own name): dispatch
         try:
             target = get_agent_class(str(algo))
         except ValueError as exc:
@@ -231,16 +230,17 @@ def checkpoints_in(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def write_training_checkpoint(agent: Any, folder: Path, keep: int) -> None:
-    """Atomically write ``folder/step_<num_timesteps>.zip`` and delete all but the ``keep`` newest."""
-    check_finite({}, agent.num_timesteps)
-    save_checkpoint(folder / f"step_{agent.num_timesteps:09d}.zip", agent_checkpoint(agent))
+def write_training_checkpoint(agent: Any, folder: Path, keep: int, ckpt: Checkpoint | None = None) -> None:
+    """Atomically write ``folder/step_<num_timesteps>.zip`` (``ckpt``, default :func:`agent_checkpoint`) and
+    delete all but the ``keep`` newest."""
+    save_checkpoint(folder / f"step_{agent.num_timesteps:09d}.zip", ckpt or agent_checkpoint(agent))
     for old in checkpoints_in(folder)[:-max(keep, 1)]:
         old.unlink(missing_ok=True)
 
 
-def resume_from(agent: Any, folder: Path) -> bool:
-    """Load the newest readable checkpoint of ``folder`` into ``agent`` (RNG included); False if none."""
+def resume_from(agent: Any, folder: Path) -> Checkpoint | None:
+    """Load the newest readable checkpoint of ``folder`` into ``agent`` (RNG included) and return it (front-ends
+    with more state, e.g. online agents' buffers, read the rest from it); None if there is none."""
     for path in reversed(checkpoints_in(folder) if folder.is_dir() else []):
         try:
             ckpt = upgrade_legacy(read_checkpoint(path))
@@ -260,5 +260,5 @@ def resume_from(agent: Any, folder: Path) -> bool:
         set_rng_state(ckpt.meta["rng"], ckpt.arrays)
         if agent.verbose:
             print(f"resumed {agent.agent_name} from {path} at step {agent.num_timesteps}")
-        return True
-    return False
+        return ckpt
+    return None

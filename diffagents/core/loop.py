@@ -92,7 +92,7 @@ def run_training(agent: Any, total_timesteps: int, callback: Any = None, *, log_
         raise ValueError(f"checkpoint_every: expected >= 1, got {checkpoint_every}")
     name = tb_log_name or agent.agent_name
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt_dir is not None and resume_from(agent, ckpt_dir):
+    if ckpt_dir is not None and resume_from(agent, ckpt_dir) is not None:
         total_timesteps, cb = agent._setup_learn(total_timesteps - agent.num_timesteps, callback, False, name,
                                                  progress_bar)
     else:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch import nn
 from diffagents.core import agent_io
 from diffagents.core.checkpoint import load_agent, save_agent
 from diffagents.core.config import AgentConfig
-from diffagents.core.contract import TRANSITIONS
+from diffagents.core.contract import AgentTraits
 from diffagents.core.loop import run_training, setup_learn
 from diffagents.cuda_graph import Out, maybe_graphed
 from diffagents.distributed import broadcast_modules, local_device, maybe_init
@@ -51,7 +51,7 @@ class ModuleBundle(BasePolicy):
         raise RuntimeError("call agent.predict(); the bundle only holds the networks")
 
 
-class OfflineAgent(BaseAlgorithm):
+class OfflineAgent(BaseAlgorithm, AgentTraits):
     """Base of every offline diffusion agent. See the module docstring for the subclass contract.
 
     Args:
@@ -65,24 +65,7 @@ class OfflineAgent(BaseAlgorithm):
         **hyperparameters: fields of the agent's config dataclass.
     """
 
-    config_class: ClassVar[type[AgentConfig]] = AgentConfig
     action_space: spaces.Box
-    agent_name: ClassVar[str | None] = None  # set by @register_agent
-    agent_kind: ClassVar[str] = "offline"
-    batch_spec: ClassVar[str] = TRANSITIONS
-    """The batch layout ``train_step`` takes (:data:`diffagents.core.contract.BATCH_SPECS`)."""
-    online_capable: ClassVar[bool] = False
-    distillable: ClassVar[bool] = False
-    """A teacher for :func:`diffagents.distill` (a VP diffusion actor over [-1, 1] actions as its EMA model)."""
-    sampler_swappable: ClassVar[bool] = False
-    """``set_sampler`` replaces the act-time diffusion sampler."""
-    ema_acts: ClassVar[bool] = True
-    """True when the EMA copy is the acting network, so ``save(exclude=["training_weights"])`` may leave out the
-    network it averages; False where the EMA is only a training target (consistency models: CPQL, distillation)."""
-    acting_fields: ClassVar[frozenset[str]] = frozenset({"eval_seed", "cuda_graph"})
-    """Config fields that only change how the trained networks act, never what they learn (``diffagents zoo
-    rescore`` may change them on shipped weights; tests/test_agent_contract.py trains each agent with every one of
-    them changed and checks that the weights stay the same)."""
     policy: ModuleBundle
 
     def __init__(self, env: Any = None, dataset: Any = None, *, device: torch.device | str = "auto",
@@ -317,17 +300,6 @@ class OfflineAgent(BaseAlgorithm):
         return torch.Generator(device=self.device).manual_seed(self.config.eval_seed + offset)
 
     # ------------------------------------------------------------------ persistence (core/checkpoint.py)
-    @classmethod
-    def tiny_config(cls) -> dict[str, Any]:
-        """Hyperparameters that make a behaviour check run in seconds on one CPU thread (contract tests, ``bench
-        --quick``); every registered agent defines its own."""
-        raise NotImplementedError(f"{cls.__name__}.tiny_config")
-
-    @classmethod
-    def bench_config(cls) -> dict[str, Any]:
-        """Hyperparameters ``diffagents bench`` times the agent at (default: the paper's, i.e. the config's)."""
-        return {}
-
     def checkpoint_spaces(self) -> dict[str, Any]:
         """What a checkpoint records to rebuild the networks: the spaces and the observation flattener."""
         return {"observation_space": space_to_dict(self.observation_space),
@@ -345,20 +317,6 @@ class OfflineAgent(BaseAlgorithm):
         """An untrained agent with a checkpoint's spaces and config, bound to ``env`` (whose spaces must match)."""
         spaces_ = (space_from_dict(meta["observation_space"]), space_from_dict(meta["action_space"]))
         return cls(env=env, dataset=None, device=device, _spaces=spaces_, **config.to_dict())
-
-    def extra_state(self) -> dict[str, Any]:
-        """JSON-able agent-specific state to save (override)."""
-        return {}
-
-    def load_extra_state(self, extra: dict[str, Any]) -> None:
-        """Restore what :meth:`extra_state` saved (override)."""
-
-    def extra_arrays(self) -> dict[str, np.ndarray]:
-        """Agent-specific arrays to save beside the weights (override; stored exactly, never pickled)."""
-        return {}
-
-    def load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`extra_arrays` saved (override; raise ValueError naming a malformed array)."""
 
     @property
     def acting_needs_data(self) -> bool:

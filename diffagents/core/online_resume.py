@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from diffagents.core.checkpoint import agent_checkpoint, checkpoints_in, resume_from
-from diffagents.persistence import CheckpointError, save_checkpoint
+from diffagents.core.checkpoint import agent_checkpoint, resume_from, write_training_checkpoint
+from diffagents.persistence import CheckpointError
 
 _CLASSIC_FIELDS = ("state", "last_u", "steps_beyond_terminated")
 _BUFFER_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -186,18 +186,16 @@ def write_online_checkpoint(agent: Any, folder: Path, keep: int) -> None:
     extra, arrays = online_extra(agent)
     ckpt.meta["extra"] = {**ckpt.meta.get("extra", {}), **extra}
     ckpt.arrays.update({f"extra/{k}": v for k, v in arrays.items()})
-    save_checkpoint(folder / f"step_{agent.num_timesteps:09d}.zip", ckpt)
-    for old in checkpoints_in(folder)[:-max(keep, 1)]:
-        old.unlink(missing_ok=True)
+    write_training_checkpoint(agent, folder, keep, ckpt)
 
 
 def resume_online(agent: Any, folder: Path) -> bool:
     """Restore the newest checkpoint of ``folder`` (networks, optimizers, RNG, buffer, envs); False if none."""
-    agent._pending_online = {}
-    ok = resume_from(agent, folder)
-    if ok:
-        pending = agent._pending_online
-        if "online" not in pending.get("extra", {}):
-            raise CheckpointError(f"checkpoint_dir {str(folder)!r}: its newest checkpoint holds no online state")
-        restore_online(agent, pending["extra"], pending["arrays"])
-    return ok
+    ckpt = resume_from(agent, folder)
+    if ckpt is None:
+        return False
+    extra = ckpt.meta.get("extra") or {}
+    if "online" not in extra:
+        raise CheckpointError(f"checkpoint_dir {str(folder)!r}: its newest checkpoint holds no online state")
+    restore_online(agent, extra, {k[len("extra/"):]: v for k, v in ckpt.arrays.items() if k.startswith("extra/")})
+    return True

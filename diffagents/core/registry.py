@@ -73,6 +73,10 @@ def register_agent(cls: T | None = None, *, kind: str = "offline", name: str | N
         raise ValueError(f"register_agent: kind must be one of {KINDS}, got {kind!r}")
 
     def deco(c: T) -> T:
+        if kind != "facade":
+            from diffagents.core.contract import check_registrable
+
+            check_registrable(c)
         label = name or c.__name__
         info = AgentInfo(label, c, kind)
         key = _key(label)

@@ -9,33 +9,23 @@ training loop (:func:`~diffagents.core.loop.run_training`) and the one checkpoin
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-import numpy as np
 import torch
 
 from diffagents.core.checkpoint import load_agent, save_agent
-from diffagents.core.config import AgentConfig
+from diffagents.core.contract import AgentTraits
 from diffagents.core.loop import setup_learn
 from diffagents.training import EMA, Updater, make_lr_schedule
 
 
-class StandaloneAgent:
+class StandaloneAgent(AgentTraits):
     """Counters, logger, LR schedule and persistence for a kernel agent outside SB3 (subclass and register).
 
     Subclasses set ``self.config`` (an :class:`AgentConfig`) before calling ``__init__`` here, then build their
     networks (``nets``, ``ema``, ``updaters``) and fill ``normalizers``.
     """
 
-    config_class: ClassVar[type[AgentConfig]] = AgentConfig
-    agent_name: ClassVar[str | None] = None  # set by @register_agent
-    agent_kind: ClassVar[str] = "offline"
-    batch_spec: ClassVar[str] = ""
-    online_capable: ClassVar[bool] = False
-    distillable: ClassVar[bool] = False
-    sampler_swappable: ClassVar[bool] = False
-    ema_acts: ClassVar[bool] = True
-    acting_fields: ClassVar[frozenset[str]] = frozenset({"eval_seed", "cuda_graph"})
     config: Any
 
     def __init__(self, *, device: torch.device | str = "auto", seed: int | None = None, verbose: int = 0,
@@ -55,16 +45,6 @@ class StandaloneAgent:
         self._progress_origin = 0  # the step the LR schedule starts from (SynthER: the start of each fit)
         self._logger: Any = None
         self._custom_logger = False
-
-    @classmethod
-    def tiny_config(cls) -> dict[str, Any]:
-        """Hyperparameters for a seconds-long behaviour check (every registered agent defines its own)."""
-        raise NotImplementedError(f"{cls.__name__}.tiny_config")
-
-    @classmethod
-    def bench_config(cls) -> dict[str, Any]:
-        """Hyperparameters ``diffagents bench`` times the agent at (default: the paper's)."""
-        return {}
 
     @property
     def nets(self) -> dict[str, torch.nn.Module]:
@@ -120,17 +100,8 @@ class StandaloneAgent:
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         self._progress_origin = int(extra.get("progress_origin", 0))
 
-    def extra_arrays(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        pass
-
     def checkpoint_spaces(self) -> dict[str, Any]:
         raise NotImplementedError
-
-    def restore_spaces(self, meta: dict[str, Any]) -> None:
-        """Nothing beyond what :meth:`from_checkpoint_meta` rebuilt the agent with."""
 
     def save(self, path: Any, exclude: Any = None, *, weights_dtype: str | None = None) -> str:
         """Atomically write a pickle-free checkpoint (``.zip`` is appended when ``path`` has no suffix);

@@ -44,9 +44,10 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from torch import nn
 
+from diffagents.core import agent_io
 from diffagents.core.checkpoint import load_agent, save_agent
 from diffagents.core.config import AgentConfig
-from diffagents.core.contract import TRANSITIONS
+from diffagents.core.contract import AgentTraits
 from diffagents.core.offline import OfflineAgent
 from diffagents.core.registry import register_agent
 from diffagents.cuda_graph import maybe_graphed
@@ -279,7 +280,7 @@ class CPQLPolicy(BasePolicy):
 
 
 @register_agent(kind="online")
-class OnlineCPQL(OffPolicyAlgorithm):
+class OnlineCPQL(OffPolicyAlgorithm, AgentTraits):
     """Online CPQL as an SB3 ``OffPolicyAlgorithm`` (built by ``CPQL(env=...)``); SB3 collects the data.
 
     Example:
@@ -290,11 +291,6 @@ class OnlineCPQL(OffPolicyAlgorithm):
     policy_aliases = {"MlpPolicy": CPQLPolicy}  # noqa: RUF012
     policy: CPQLPolicy
     config_class = CPQLConfig
-    agent_name: ClassVar[str | None] = None  # set by @register_agent
-    batch_spec: ClassVar[str] = TRANSITIONS
-    online_capable: ClassVar[bool] = True
-    distillable: ClassVar[bool] = False
-    sampler_swappable: ClassVar[bool] = False
     ema_acts: ClassVar[bool] = False  # the EMA is the consistency target; the trained actor acts
     acting_fields: ClassVar[frozenset[str]] = OfflineCPQL.acting_fields
 
@@ -347,11 +343,13 @@ class OnlineCPQL(OffPolicyAlgorithm):
                                   owner=p), state
 
     def prepare_obs(self, observation: Any) -> tuple[torch.Tensor, bool]:
-        """Observations as a float ``(E, obs_dim)`` tensor on the device, and whether they came as a batch."""
-        obs = np.asarray(observation, dtype=np.float32)
-        shape = tuple(self.observation_space.shape or ())
-        vectorized = obs.ndim > len(shape)
-        return to_device(obs.reshape(-1, int(np.prod(shape))), self.device), vectorized
+        """Validated observations as a float ``(E, obs_dim)`` tensor on the device, and whether they came as a batch
+        (the same checks as every agent's, :func:`~diffagents.core.agent_io.flat_observations`)."""
+        from diffagents.data import ObsFlattener
+
+        flattener = ObsFlattener.from_space(self.observation_space)
+        flat, vectorized = agent_io.flat_observations(flattener, observation, flattener.dim, self.observation_space)
+        return to_device(flat, self.device), vectorized
 
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         """Online CPQL acts on raw observations."""
@@ -426,28 +424,10 @@ class OnlineCPQL(OffPolicyAlgorithm):
         return {"observation_space": space_to_dict(self.observation_space),
                 "action_space": space_to_dict(self.action_space)}
 
-    def restore_spaces(self, meta: dict[str, Any]) -> None:
-        """Nothing beyond the spaces (observations are used as they come)."""
-
     @classmethod
     def from_checkpoint_meta(cls, meta: dict[str, Any], config: CPQLConfig, *, env: Any, device: Any) -> OnlineCPQL:
         spaces_ = (space_from_dict(meta["observation_space"]), space_from_dict(meta["action_space"]))
         return cls(env=env, device=device, _spaces=spaces_, **config.to_dict())
-
-    def extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def load_extra_state(self, extra: dict[str, Any]) -> None:
-        """A training checkpoint's replay buffer and env states are applied by ``learn`` (core/online_resume.py)."""
-        if hasattr(self, "_pending_online"):
-            self._pending_online["extra"] = extra
-
-    def extra_arrays(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def load_extra_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        if hasattr(self, "_pending_online"):
-            self._pending_online["arrays"] = arrays
 
     def save(self, path: Any, exclude: Any = None, include: Any = None, *,  # type: ignore[override]
              weights_dtype: str | None = None) -> None:

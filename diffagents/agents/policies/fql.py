@@ -141,13 +141,15 @@ class FQL(OfflineAgent):
         actor_action = self._onestep(obs, z)
         distill_loss = (actor_action - flow_action).pow(2).mean()
         critic = self.nets["critic"].requires_grad_(False)  # the Q term trains the actor only
-        q = self._q(critic, obs, actor_action.clamp(-1.0, 1.0), "mean")
-        q_loss = -q.mean()
-        if c.normalize_q_loss:
-            q_loss = q_loss / q.abs().mean().detach()
-        actor_loss = bc_flow_loss + c.alpha * distill_loss + q_loss
-        self.updaters["actor"].step(actor_loss)
-        critic.requires_grad_(True)
+        try:
+            q = self._q(critic, obs, actor_action.clamp(-1.0, 1.0), "mean")
+            q_loss = -q.mean()
+            if c.normalize_q_loss:
+                q_loss = q_loss / q.abs().mean().detach()
+            actor_loss = bc_flow_loss + c.alpha * distill_loss + q_loss
+            self.updaters["actor"].step(actor_loss)
+        finally:
+            critic.requires_grad_(True)
         # critic, on the parameters before this step (the actor's update does not touch it)
         q1, q2 = self.nets["critic"](obs, action)
         critic_loss = 0.5 * (F.mse_loss(q1, target) + F.mse_loss(q2, target))

@@ -324,10 +324,7 @@ class SynthER(StandaloneAgent):
             raise ValueError("checkpoint_dir: resumable fits are the generator's first fit (num_timesteps 0), got "
                              f"num_timesteps {self.num_timesteps}")
         net = self.synth.denoiser
-        self.updaters = {"denoiser": Updater(net.parameters(), c.learning_rate, grad_clip=c.grad_clip,
-                                             weight_decay=c.weight_decay, betas=c.adam_betas, name="denoiser")}
-        self.ema = EMA(net, decay=c.ema_decay, power=0.75 if c.ema_warmup else None, max_decay=c.ema_decay,
-                       update_every=c.ema_every)
+        self._new_optimizer_and_ema()
         self._fit_gen = torch.Generator(self.device).manual_seed(self.seed * 100_003 + len(self.fit_log))
         self._progress_origin = self.num_timesteps
         self._first_stats = {}
@@ -435,14 +432,18 @@ class SynthER(StandaloneAgent):
         extra = meta.get("extra") or {}
         gen = cls(space_from_dict(meta["observation_space"]), space_from_dict(meta["action_space"]), device=device,
                   seed=int(extra.get("seed", 0)), **config.to_dict())
-        if meta.get("has_ema", True):
-            c = gen.config
-            gen.ema = EMA(gen.synth.denoiser, decay=c.ema_decay, power=0.75 if c.ema_warmup else None,
-                          max_decay=c.ema_decay, update_every=c.ema_every)
-            gen.updaters = {"denoiser": Updater(gen.synth.denoiser.parameters(), c.learning_rate,
-                                                grad_clip=c.grad_clip, weight_decay=c.weight_decay,
-                                                betas=c.adam_betas, name="denoiser")}
+        if meta.get("has_ema", True):  # a fitted generator: the checkpoint fills these
+            gen._new_optimizer_and_ema()
         return gen
+
+    def _new_optimizer_and_ema(self) -> None:
+        """A fresh Adam (SynthER's betas, weight decay, clip) and EMA (warm-up power 0.75 capped at ``ema_decay``)
+        of the denoiser: each fit starts them anew (the online buffers' refit)."""
+        c, net = self.config, self.synth.denoiser
+        self.updaters = {"denoiser": Updater(net.parameters(), c.learning_rate, grad_clip=c.grad_clip,
+                                             weight_decay=c.weight_decay, betas=c.adam_betas, name="denoiser")}
+        self.ema = EMA(net, decay=c.ema_decay, power=0.75 if c.ema_warmup else None, max_decay=c.ema_decay,
+                       update_every=c.ema_every)
 
     def extra_state(self) -> dict[str, Any]:
         return super().extra_state() | {"seed": self.seed, "fit_log": self.fit_log}
